@@ -1,0 +1,29 @@
+# One command on a fresh machine with only Python 3.11: `make test`.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: test venv lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+test: venv
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+lint: venv
+	$(BIN)/ruff check engine service api tests bench
+	$(BIN)/mypy engine
+
+bench: venv
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m bench.engine_bench
+	$(BIN)/python -m bench.risk_bench
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,215 @@
+"""Central limit order book of one symbol: strict price-time priority.
+
+Structure: per side a `SortedDict` from a price key to a `Level` (bids keyed by -price so
+that the best level is always index 0); each level keeps its orders in a dict, whose
+insertion order is time priority. `orders` indexes every resting order once.
+
+Invariants (`check_invariants`): never crossed; each level's `total_lots` is the sum of its
+orders' remaining lots; no empty level; every resting order indexed exactly once, at its
+own price and side, with positive remaining quantity.
+
+The book only stores and walks orders. Deciding what a fill *does* (fees, positions,
+self-trade prevention, reduce-only caps) belongs to the caller: `walk` yields makers in
+priority order and the caller fills or removes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sortedcontainers import SortedDict
+
+from engine.errors import InvariantViolation
+
+
+class Order:
+    """A live or finished order. Mutable only by the engine thread of control."""
+
+    __slots__ = (
+        "account_id",
+        "client_order_id",
+        "fills",
+        "filled_lots",
+        "filled_value_ticks",
+        "is_buy",
+        "order_id",
+        "order_type",
+        "post_only",
+        "price_ticks",
+        "qty_lots",
+        "reduce_only",
+        "remaining_lots",
+        "side",
+        "status",
+        "stp",
+        "symbol",
+        "time_in_force",
+        "ts_ns",
+    )
+
+    def __init__(
+        self,
+        order_id: int,
+        account_id: int,
+        symbol: str,
+        side: str,
+        price_ticks: int | None,
+        qty_lots: int,
+        order_type: str = "limit",
+        time_in_force: str = "GTC",
+        post_only: bool = False,
+        reduce_only: bool = False,
+        stp: str = "cancel_taker",
+        client_order_id: str | None = None,
+        ts_ns: int = 0,
+    ) -> None:
+        self.order_id = order_id
+        self.account_id = account_id
+        self.symbol = symbol
+        self.side = side
+        self.is_buy = side == "buy"
+        self.price_ticks = price_ticks
+        self.qty_lots = qty_lots
+        self.remaining_lots = qty_lots
+        self.filled_lots = 0
+        self.filled_value_ticks = 0  # sum(price_ticks * qty_lots) of fills, for the average price
+        self.order_type = order_type
+        self.time_in_force = time_in_force
+        self.post_only = post_only
+        self.reduce_only = reduce_only
+        self.stp = stp
+        self.client_order_id = client_order_id
+        self.status = "new"
+        self.ts_ns = ts_ns
+        # (trade_id, price_ticks, qty_lots, fee_atoms, liquidity)
+        self.fills: list[tuple[int, int, int, int, str]] = []
+
+
+class Level:
+    """Orders resting at one price, in time priority."""
+
+    __slots__ = ("orders", "price_ticks", "total_lots")
+
+    def __init__(self, price_ticks: int) -> None:
+        self.price_ticks = price_ticks
+        self.total_lots = 0
+        self.orders: dict[int, Order] = {}
+
+
+class OrderBook:
+    """Bids and asks of one symbol."""
+
+    __slots__ = ("asks", "bids", "orders", "symbol")
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.bids: SortedDict = SortedDict()  # -price -> Level
+        self.asks: SortedDict = SortedDict()  # price -> Level
+        self.orders: dict[int, Order] = {}
+
+    # -- queries -------------------------------------------------------------------------
+
+    def best_bid(self) -> int | None:
+        """Highest bid price, or None."""
+        return -self.bids.peekitem(0)[0] if self.bids else None
+
+    def best_ask(self) -> int | None:
+        """Lowest ask price, or None."""
+        return self.asks.peekitem(0)[0] if self.asks else None
+
+    def depth(self, levels: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Top `levels` of each side as (price_ticks, total_lots), best first."""
+        bids = [(lv.price_ticks, lv.total_lots) for lv in self.bids.values()[:levels]]
+        asks = [(lv.price_ticks, lv.total_lots) for lv in self.asks.values()[:levels]]
+        return bids, asks
+
+    def crosses(self, is_buy: bool, price_ticks: int) -> bool:
+        """Whether an order at this price would meet the opposite side."""
+        if is_buy:
+            return bool(self.asks) and self.asks.peekitem(0)[0] <= price_ticks
+        return bool(self.bids) and -self.bids.peekitem(0)[0] >= price_ticks
+
+    def walk(self, is_buy: bool, limit_ticks: int) -> Iterator[Order]:
+        """Resting orders a taker on `is_buy` side limited at `limit_ticks` would meet, in priority.
+
+        Read-only: use it for pre-checks (FOK). Do not mutate the book while iterating.
+        """
+        if is_buy:
+            for price, level in self.asks.items():
+                if price > limit_ticks:
+                    return
+                yield from level.orders.values()
+        else:
+            for key, level in self.bids.items():
+                if -key < limit_ticks:
+                    return
+                yield from level.orders.values()
+
+    # -- mutation ------------------------------------------------------------------------
+
+    def add(self, order: Order) -> None:
+        """Rest `order` at the back of its price level."""
+        price = order.price_ticks
+        assert price is not None
+        side = self.bids if order.is_buy else self.asks
+        key = -price if order.is_buy else price
+        level = side.get(key)
+        if level is None:
+            level = Level(price)
+            side[key] = level
+        level.orders[order.order_id] = order
+        level.total_lots += order.remaining_lots
+        self.orders[order.order_id] = order
+
+    def remove(self, order: Order) -> None:
+        """Take a resting order out of the book (cancel, or fully filled)."""
+        del self.orders[order.order_id]
+        side = self.bids if order.is_buy else self.asks
+        key = -order.price_ticks if order.is_buy else order.price_ticks  # type: ignore[operator]
+        level = side[key]
+        del level.orders[order.order_id]
+        level.total_lots -= order.remaining_lots
+        if not level.orders:
+            del side[key]
+
+    def reduce(self, order: Order, lots: int) -> None:
+        """Lower a resting order's remaining quantity in place (keeps time priority)."""
+        side = self.bids if order.is_buy else self.asks
+        key = -order.price_ticks if order.is_buy else order.price_ticks  # type: ignore[operator]
+        side[key].total_lots -= lots
+        order.remaining_lots -= lots
+
+    def best_level(self, is_buy_taker: bool) -> Level | None:
+        """The best opposite level for a taker on the given side."""
+        side = self.asks if is_buy_taker else self.bids
+        return side.peekitem(0)[1] if side else None
+
+    # -- invariants ----------------------------------------------------------------------
+
+    def check_invariants(self) -> None:
+        """Raise InvariantViolation if the book is crossed or its indexes disagree."""
+        bb, ba = self.best_bid(), self.best_ask()
+        if bb is not None and ba is not None and bb >= ba:
+            raise InvariantViolation(f"{self.symbol}: book crossed {bb} >= {ba}")
+        seen = 0
+        for is_buy, side in ((True, self.bids), (False, self.asks)):
+            for key, level in side.items():
+                price = -key if is_buy else key
+                if level.price_ticks != price or not level.orders:
+                    raise InvariantViolation(f"{self.symbol}: bad level at {price}")
+                total = 0
+                for oid, order in level.orders.items():
+                    if (
+                        order.order_id != oid
+                        or self.orders.get(oid) is not order
+                        or order.price_ticks != price
+                        or order.is_buy != is_buy
+                        or order.remaining_lots <= 0
+                    ):
+                        raise InvariantViolation(f"{self.symbol}: order {oid} misindexed")
+                    total += order.remaining_lots
+                    seen += 1
+                if total != level.total_lots:
+                    raise InvariantViolation(f"{self.symbol}: level {price} total mismatch")
+        if seen != len(self.orders):
+            raise InvariantViolation(f"{self.symbol}: {len(self.orders) - seen} orders not in levels")

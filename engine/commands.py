@@ -1,0 +1,153 @@
+"""Commands: immutable, imperative requests to the engine.
+
+Every command carries `ts_ns`, stamped by the service at the boundary (the engine never
+reads a clock). Values are already in engine units (ticks, lots, atoms); the API edge
+converts decimals. Stateless validation lives in the engine's `validate_*` helpers, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BUY = "buy"
+SELL = "sell"
+LIMIT = "limit"
+MARKET = "market"
+GTC = "GTC"
+IOC = "IOC"
+FOK = "FOK"
+STP_CANCEL_TAKER = "cancel_taker"
+STP_CANCEL_MAKER = "cancel_maker"
+STP_CANCEL_BOTH = "cancel_both"
+ADL_QUEUE = "queue"
+ADL_PRO_RATA = "pro_rata"
+
+SIDES = (BUY, SELL)
+ORDER_TYPES = (LIMIT, MARKET)
+TIMES_IN_FORCE = (GTC, IOC, FOK)
+STP_MODES = (STP_CANCEL_TAKER, STP_CANCEL_MAKER, STP_CANCEL_BOTH)
+ADL_POLICIES = (ADL_QUEUE, ADL_PRO_RATA)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateAccount:
+    """Open a new trading account. `api_key_hash` is opaque to the engine (kept for replay)."""
+
+    api_key_hash: str = ""
+    ts_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    """Credit `amount_atoms` to an account's wallet."""
+
+    account_id: int
+    amount_atoms: int
+    ts_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """Debit `amount_atoms` from an account's wallet, up to `available`."""
+
+    account_id: int
+    amount_atoms: int
+    ts_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TopUpInsuranceFund:
+    """Add `amount_atoms` to the insurance fund."""
+
+    amount_atoms: int
+    ts_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SetMarkPrice:
+    """Move the mark price of `symbol`; liquidations and ADL run before the command ends."""
+
+    symbol: str
+    price_ticks: int
+    ts_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SetLeverage:
+    """Set an account's leverage in one symbol."""
+
+    account_id: int
+    symbol: str
+    leverage: int
+    ts_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SetAdlPolicy:
+    """Switch the ADL policy of a symbol (`queue` or `pro_rata`)."""
+
+    symbol: str
+    policy: str
+    ts_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    """Submit an order. `price_ticks` is required for limit orders and absent for market ones."""
+
+    account_id: int
+    symbol: str
+    side: str
+    qty_lots: int
+    price_ticks: int | None = None
+    order_type: str = LIMIT
+    time_in_force: str = GTC
+    post_only: bool = False
+    reduce_only: bool = False
+    stp: str = STP_CANCEL_TAKER
+    client_order_id: str | None = None
+    ts_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrder:
+    """Cancel one open order of the account."""
+
+    account_id: int
+    order_id: int
+    ts_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAllOrders:
+    """Cancel every open order of the account, optionally only in `symbol`."""
+
+    account_id: int
+    symbol: str | None = None
+    ts_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AmendOrder:
+    """Change an open order's price and/or total quantity (`qty_lots` = new total)."""
+
+    account_id: int
+    order_id: int
+    price_ticks: int | None = None
+    qty_lots: int | None = None
+    ts_ns: int = 0
+
+
+Command = (
+    CreateAccount
+    | Deposit
+    | Withdraw
+    | TopUpInsuranceFund
+    | SetMarkPrice
+    | SetLeverage
+    | SetAdlPolicy
+    | PlaceOrder
+    | CancelOrder
+    | CancelAllOrders
+    | AmendOrder
+)

@@ -1,0 +1,240 @@
+"""Events: immutable, past-tense records of what a command did.
+
+Every event carries a global, gap-free `seq` and the command's `ts_ns`. Values are in engine
+units (ticks, lots, atoms); prices that are not on the tick grid (bankruptcy prices) are
+given as `_e8` fixed-point, already rounded half-even to 8 decimals. `TYPE` is the public
+event name (SPEC §8). Events are NamedTuples: immutable and cheap to make on the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class AccountCreated(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int
+    TYPE = "account_created"
+
+
+class DepositMade(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int
+    amount_atoms: int
+    wallet_balance_atoms: int
+    TYPE = "deposit"
+
+
+class WithdrawalMade(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int
+    amount_atoms: int
+    wallet_balance_atoms: int
+    TYPE = "withdrawal"
+
+
+class InsuranceFundChanged(NamedTuple):
+    seq: int
+    ts_ns: int
+    balance_atoms: int
+    delta_atoms: int
+    reason: str  # top_up | liquidation_takeover | liquidation_fill | adl
+    liquidated_account_id: int | None
+    symbol: str | None
+    TYPE = "insurance_fund_changed"
+
+
+class MarkPriceChanged(NamedTuple):
+    seq: int
+    ts_ns: int
+    symbol: str
+    price_ticks: int
+    TYPE = "mark_price_changed"
+
+
+class LeverageChanged(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int
+    symbol: str
+    leverage: int
+    TYPE = "leverage_changed"
+
+
+class AdlPolicyChanged(NamedTuple):
+    seq: int
+    ts_ns: int
+    symbol: str
+    policy: str
+    TYPE = "adl_policy_changed"
+
+
+class OrderAccepted(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int
+    order_id: int
+    client_order_id: str | None
+    symbol: str
+    side: str
+    order_type: str
+    price_ticks: int | None
+    qty_lots: int
+    time_in_force: str
+    post_only: bool
+    reduce_only: bool
+    stp: str
+    TYPE = "order_accepted"
+
+
+class OrderRejected(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int | None
+    command: str
+    code: int
+    reason: str
+    message: str
+    order_id: int | None  # the original order for DUPLICATE_CLIENT_ORDER_ID, or the target
+    client_order_id: str | None
+    TYPE = "order_rejected"
+
+
+class CommandRejected(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int | None
+    command: str
+    code: int
+    reason: str
+    message: str
+    order_id: int | None
+    client_order_id: str | None
+    TYPE = "command_rejected"
+
+
+class OrderCanceled(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int
+    order_id: int
+    client_order_id: str | None
+    symbol: str
+    side: str
+    price_ticks: int | None
+    canceled_lots: int
+    filled_lots: int
+    reason: str  # user | ioc | fok | market | stp | post_only | reduce_only | liquidation | adl
+    TYPE = "order_canceled"
+
+
+class OrderAmended(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int
+    order_id: int
+    symbol: str
+    side: str
+    price_ticks: int
+    qty_lots: int
+    remaining_lots: int
+    priority_kept: bool
+    TYPE = "order_amended"
+
+
+class TradeExecuted(NamedTuple):
+    seq: int
+    ts_ns: int
+    trade_id: int
+    symbol: str
+    price_ticks: int
+    qty_lots: int
+    taker_side: str
+    taker_order_id: int
+    taker_account_id: int
+    taker_fee_atoms: int
+    taker_remaining_lots: int
+    maker_order_id: int
+    maker_account_id: int
+    maker_fee_atoms: int
+    maker_remaining_lots: int
+    TYPE = "trade"
+
+
+class PositionChanged(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int
+    symbol: str
+    size_lots: int
+    entry_value_atoms: int
+    realized_pnl_atoms: int
+    wallet_balance_atoms: int
+    reason: str  # trade | liquidation | adl
+    TYPE = "position_changed"
+
+
+class AccountLiquidated(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int
+    symbol: str
+    qty_lots: int  # signed size taken over
+    bankruptcy_value_atoms: int
+    bankruptcy_price_e8: int
+    mark_price_ticks: int
+    equity_before_atoms: int
+    maintenance_margin_atoms: int
+    insurance_fund_delta_atoms: int
+    book_filled_lots: int
+    adl_lots: int
+    TYPE = "liquidation"
+
+
+class PositionDeleveraged(NamedTuple):
+    seq: int
+    ts_ns: int
+    symbol: str
+    liquidated_account_id: int
+    counterparty_account_id: int
+    side: str  # side of the counterparty's position: long | short
+    qty_lots: int
+    price_e8: int
+    value_atoms: int
+    realized_pnl_atoms: int
+    position_after_lots: int
+    rank: int  # 1 = first in line
+    policy: str
+    TYPE = "adl"
+
+
+Event = (
+    AccountCreated
+    | DepositMade
+    | WithdrawalMade
+    | InsuranceFundChanged
+    | MarkPriceChanged
+    | LeverageChanged
+    | AdlPolicyChanged
+    | OrderAccepted
+    | OrderRejected
+    | CommandRejected
+    | OrderCanceled
+    | OrderAmended
+    | TradeExecuted
+    | PositionChanged
+    | AccountLiquidated
+    | PositionDeleveraged
+)
+
+REJECTION_TYPES = (OrderRejected, CommandRejected)
+
+
+def event_to_dict(event: Any) -> dict[str, Any]:
+    """The event as a plain dict with its public `type` first."""
+    out: dict[str, Any] = {"type": event.TYPE}
+    out.update(event._asdict())
+    return out

@@ -1,0 +1,182 @@
+"""Margin arithmetic and fill settlement (SPEC §3), all in integer atoms.
+
+Formulas, with K = atoms per lot-tick of the instrument and M the mark in ticks:
+- notional N_p = q_p * M * K (signed), upnl_p = N_p - entry_value_p
+- equity = wallet + sum(upnl_p); maintenance = sum(MM_p) with MM from the tier of |N_p|
+- IM_s = ceil(max(|q + B|, |q - S|) * M * K / leverage_s)   (owed by the trader: rounds up)
+- available = equity - sum(IM_s)
+
+Settlement of a fill: realized PnL only on the reducing part; the closed part's entry value is
+`ceil(entry_value * closed / |q|)`, which rounds the realized PnL down (against the trader)
+for longs and shorts alike; what it takes off stays in the remaining entry value, so no atom
+is created or lost (conservation, §7).
+"""
+
+from __future__ import annotations
+
+from engine.accounts import Account, Position
+from engine.instruments import Instrument
+from engine.units import div_ceil, div_floor
+
+
+def upnl_atoms(inst: Instrument, pos: Position, mark_ticks: int) -> int:
+    """Unrealized PnL of a position at the mark."""
+    return pos.size_lots * mark_ticks * inst.atoms_per_lot_tick - pos.entry_value_atoms
+
+
+def equity_atoms(acct: Account, instruments: dict[str, Instrument], marks: dict[str, int]) -> int:
+    """Wallet balance plus the unrealized PnL of every position."""
+    eq = acct.wallet_atoms
+    for sym, pos in acct.positions.items():
+        eq += pos.size_lots * marks[sym] * instruments[sym].atoms_per_lot_tick - pos.entry_value_atoms
+    return eq
+
+
+def maintenance_atoms(acct: Account, instruments: dict[str, Instrument], marks: dict[str, int]) -> int:
+    """Sum of the tiered maintenance margins of every position."""
+    mm = 0
+    for sym, pos in acct.positions.items():
+        inst = instruments[sym]
+        mm += inst.maintenance_atoms(pos.size_lots * marks[sym] * inst.atoms_per_lot_tick)
+    return mm
+
+
+def leverage_of(acct: Account, inst: Instrument) -> int:
+    """The account's leverage in the instrument (its default until set)."""
+    return acct.leverage.get(inst.symbol, inst.default_leverage)
+
+
+def worst_case_lots(size_lots: int, open_buy_lots: int, open_sell_lots: int) -> int:
+    """`max(|q + B|, |q - S|)`: the largest position the open orders could lead to."""
+    return max(abs(size_lots + open_buy_lots), abs(size_lots - open_sell_lots))
+
+
+def initial_margin_symbol_atoms(inst: Instrument, worst_lots: int, mark_ticks: int, leverage: int) -> int:
+    """IM of one symbol, rounded up."""
+    return div_ceil(worst_lots * mark_ticks * inst.atoms_per_lot_tick, leverage)
+
+
+def initial_margin_atoms(
+    acct: Account,
+    instruments: dict[str, Instrument],
+    marks: dict[str, int],
+    override: tuple[str, int] | None = None,
+) -> int:
+    """Sum of IM_s over symbols with a position or open orders.
+
+    `override` = (symbol, worst_lots) replaces one symbol's worst case (pre-trade what-if).
+    """
+    symbols = set(acct.positions) | set(acct.open_buy_lots) | set(acct.open_sell_lots)
+    if override is not None:
+        symbols.add(override[0])
+    im = 0
+    for sym in symbols:
+        inst = instruments[sym]
+        if override is not None and override[0] == sym:
+            worst = override[1]
+        else:
+            b, s = acct.open_lots(sym)
+            worst = worst_case_lots(acct.size(sym), b, s)
+        if worst:
+            im += initial_margin_symbol_atoms(inst, worst, marks[sym], leverage_of(acct, inst))
+    return im
+
+
+def available_atoms(acct: Account, instruments: dict[str, Instrument], marks: dict[str, int]) -> int:
+    """Equity minus initial margin: what new orders and withdrawals may use."""
+    return equity_atoms(acct, instruments, marks) - initial_margin_atoms(acct, instruments, marks)
+
+
+def settle_fill(
+    acct: Account, symbol: str, delta_lots: int, value_atoms: int, favour_holder: bool = False
+) -> int:
+    """Apply a fill of `delta_lots` (signed: + buys) worth `value_atoms` (>= 0); return realized PnL.
+
+    The wallet is credited with the realized PnL (no fee here). Positions that reach zero are
+    removed from the account. The closed part's entry value rounds against the holder
+    (realized PnL down), except with `favour_holder` (the insurance fund closing a taken-over
+    position), where it rounds the other way so that the fund's loss never exceeds the budget
+    its order price was computed from.
+    """
+    pos = acct.positions.get(symbol)
+    if pos is None:
+        pos = Position(symbol)
+        acct.positions[symbol] = pos
+    q = pos.size_lots
+    signed_value = value_atoms if delta_lots > 0 else -value_atoms
+    realized = 0
+    if q == 0 or (q > 0) == (delta_lots > 0):
+        pos.size_lots = q + delta_lots
+        pos.entry_value_atoms += signed_value
+    else:
+        closing = min(abs(delta_lots), abs(q))
+        if closing == abs(q):
+            closed_entry = pos.entry_value_atoms
+        else:
+            split = div_floor if favour_holder else div_ceil
+            closed_entry = split(pos.entry_value_atoms * closing, abs(q))
+        if closing == abs(delta_lots):
+            close_value = value_atoms
+        else:
+            close_value = div_floor(value_atoms * closing, abs(delta_lots))
+        # A long that closes receives close_value; a short that closes pays it.
+        realized = (close_value if q > 0 else -close_value) - closed_entry
+        pos.entry_value_atoms -= closed_entry
+        pos.size_lots = q + delta_lots
+        if abs(delta_lots) > closing:  # flip: open the rest at the fill price
+            rest = value_atoms - close_value
+            pos.entry_value_atoms = rest if delta_lots > 0 else -rest
+        acct.wallet_atoms += realized
+    if pos.size_lots == 0:
+        del acct.positions[symbol]
+    return realized
+
+
+def liquidation_price_frac(
+    acct: Account, symbol: str, instruments: dict[str, Instrument], marks: dict[str, int]
+) -> tuple[int, int] | None:
+    """The mark of `symbol` (ticks, as an exact fraction num/den, den > 0) at which equity
+    equals maintenance margin, every other mark unchanged; None when there is none.
+
+    With C = wallet + upnl of the other positions - entry_value and MMo their maintenance,
+    in the tier (rate r ppm, amount a) that holds the answer:
+        C + q*K*M = MMo + |q|*K*M*r/1e6 - a
+        M = (MMo - a - C) * 1e6 / (K * (q*1e6 - |q|*r))
+    The tier is the one whose notional range holds |q|*K*M (maintenance is continuous and
+    equity - maintenance monotone in M, so at most one tier fits). The ceiling in MM is
+    ignored here: the true boundary is less than one atom of equity away.
+    """
+    pos = acct.positions.get(symbol)
+    if pos is None or pos.size_lots == 0:
+        return None
+    inst = instruments[symbol]
+    k = inst.atoms_per_lot_tick
+    q = pos.size_lots
+    aq = abs(q)
+    c = acct.wallet_atoms - pos.entry_value_atoms
+    mm_other = 0
+    for sym, other in acct.positions.items():
+        if sym == symbol:
+            continue
+        oi = instruments[sym]
+        n = other.size_lots * marks[sym] * oi.atoms_per_lot_tick
+        c += n - other.entry_value_atoms
+        mm_other += oi.maintenance_atoms(n)
+    lower = 0
+    last = len(inst.tiers) - 1
+    for i, tier in enumerate(inst.tiers):
+        num = (mm_other - tier.maintenance_amount_atoms - c) * 1_000_000
+        den = k * (q * 1_000_000 - aq * tier.maintenance_ppm)
+        if den < 0:
+            num, den = -num, -den
+        if num <= 0:
+            if q > 0:
+                return None  # a long that stays above maintenance down to a zero mark
+            # a short already below maintenance at any positive mark: liquidatable now
+            return (0, 1)
+        notional_scaled = aq * k * num  # |q|*K*M scaled by den
+        upper_ok = i == last or notional_scaled <= tier.max_notional_atoms * den
+        if notional_scaled > lower * den and upper_ok:
+            return num, den
+        lower = tier.max_notional_atoms
+    return None
