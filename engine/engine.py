@@ -768,7 +768,7 @@ class Engine:
         if pos is not None:
             adl_lots = abs(pos.size_lots)
             self._deleverage(liquidated_id, symbol, bv, size)
-        if fund.positions:
+        if symbol in fund.positions:
             raise InvariantViolation("insurance fund kept a position")
         bp = div_half_even(bv * 100_000_000, size * inst.lot_size_e8)
         self._emit(
