@@ -243,12 +243,15 @@ class Engine:
                     Reject.LEVERAGE_TOO_HIGH_FOR_POSITION,
                     f"position tier allows at most {allowed}x",
                 )
-        old = leverage_of(acct, inst)
+        previous = acct.leverage.get(cmd.symbol)
         acct.leverage[cmd.symbol] = cmd.leverage
-        if cmd.leverage < old and cmd.symbol in self.marks:
-            if available_atoms(acct, self.instruments, self.marks) < 0:
-                acct.leverage[cmd.symbol] = old
-                raise Rejected(Reject.INSUFFICIENT_MARGIN, "not enough margin for that leverage")
+        lowered = cmd.leverage < (previous or inst.default_leverage)
+        if lowered and available_atoms(acct, self.instruments, self.marks) < 0:
+            if previous is None:
+                del acct.leverage[cmd.symbol]
+            else:
+                acct.leverage[cmd.symbol] = previous
+            raise Rejected(Reject.INSUFFICIENT_MARGIN, "not enough margin for that leverage")
         self._emit(ev.LeverageChanged, acct.account_id, cmd.symbol, cmd.leverage)
 
     def _set_adl_policy(self, cmd: c.SetAdlPolicy) -> None:

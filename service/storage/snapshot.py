@@ -1,0 +1,100 @@
+"""Snapshots of the whole engine, tagged with their `seq` and `state_hash()`.
+
+File `snapshot-<seq, 20 digits>.snap`:
+    magic b"PXSNAP1\\n" | u64 seq | u32 crc32(body) | 64 ascii hex state hash | body (pickle)
+Written to a temporary file, fsynced, renamed into place atomically, directory fsynced, so
+a crash leaves either the old set of snapshots or the new one, never a half file under the
+final name. A snapshot is valid when its crc matches and the engine it holds hashes to the
+recorded value. Snapshots are local files written by this service (pickle is not for
+untrusted input).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import struct
+import zlib
+from pathlib import Path
+
+from engine.engine import Engine
+from service.storage.journal import fsync_dir
+
+MAGIC = b"PXSNAP1\n"
+HEAD = struct.Struct("<QI64s")
+log = logging.getLogger("exchange.snapshot")
+
+
+class SnapshotInvalid(RuntimeError):
+    """A snapshot file that fails its checks."""
+
+
+def snapshot_name(seq: int) -> str:
+    return f"snapshot-{seq:020d}.snap"
+
+
+def snapshots(directory: Path) -> list[Path]:
+    """Snapshot files, oldest first."""
+    return sorted(directory.glob("snapshot-*.snap"))
+
+
+def snapshot_seq(path: Path) -> int:
+    return int(path.stem.split("-", 1)[1])
+
+
+def write_snapshot(directory: Path, engine: Engine) -> Path:
+    """Write the engine's state atomically; return the final path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    body = pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL)
+    digest = engine.state_hash().encode()
+    final = directory / snapshot_name(engine.seq)
+    tmp = final.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(MAGIC + HEAD.pack(engine.seq, zlib.crc32(body), digest) + body)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fsync_dir(directory)
+    return final
+
+
+def read_snapshot(path: Path) -> Engine:
+    """Load and verify one snapshot."""
+    data = path.read_bytes()
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + HEAD.size:
+        raise SnapshotInvalid(f"{path}: not a snapshot")
+    seq, crc, digest = HEAD.unpack_from(data, len(MAGIC))
+    body = data[len(MAGIC) + HEAD.size :]
+    if zlib.crc32(body) != crc:
+        raise SnapshotInvalid(f"{path}: checksum mismatch")
+    engine = pickle.loads(body)
+    if not isinstance(engine, Engine) or engine.seq != seq:
+        raise SnapshotInvalid(f"{path}: wrong content")
+    if engine.state_hash().encode() != digest:
+        raise SnapshotInvalid(f"{path}: state hash differs from the recorded one")
+    return engine
+
+
+def load_newest(directory: Path, max_seq: int | None = None) -> Engine | None:
+    """The newest valid snapshot (with seq <= max_seq when given); invalid ones are logged and skipped."""
+    for path in reversed(snapshots(directory)):
+        if max_seq is not None and snapshot_seq(path) > max_seq:
+            continue
+        try:
+            return read_snapshot(path)
+        except (SnapshotInvalid, pickle.UnpicklingError, EOFError, AttributeError) as exc:
+            log.error("skipping invalid snapshot %s: %s", path, exc)
+    return None
+
+
+def prune_snapshots(directory: Path, keep: int = 2) -> list[Path]:
+    """Keep the `keep` newest snapshots; delete older ones and stray temp files."""
+    removed = []
+    for path in snapshots(directory)[:-keep] if keep else snapshots(directory):
+        path.unlink()
+        removed.append(path)
+    for tmp in directory.glob("snapshot-*.tmp"):
+        tmp.unlink()
+        removed.append(tmp)
+    return removed
