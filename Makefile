@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv lint bench clean
+.PHONY: test venv run lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -15,6 +15,9 @@ venv: $(BIN)/.installed
 
 test: venv
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+run: venv
+	$(BIN)/python -m service
 
 lint: venv
 	$(BIN)/ruff check engine service api tests bench
