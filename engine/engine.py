@@ -36,7 +36,6 @@ from engine.risk import (
     available_atoms,
     equity_atoms,
     initial_margin_atoms,
-    leverage_of,
     liquidation_price_frac,
     maintenance_atoms,
     settle_fill,
@@ -192,7 +191,7 @@ class Engine:
 
     def _deposit(self, cmd: c.Deposit) -> None:
         acct = self._account(cmd.account_id)
-        if cmd.amount_atoms <= 0:
+        if type(cmd.amount_atoms) is not int or cmd.amount_atoms <= 0:
             raise Rejected(Reject.INVALID_AMOUNT, "amount must be positive")
         acct.wallet_atoms += cmd.amount_atoms
         self.deposits_atoms += cmd.amount_atoms
@@ -201,7 +200,7 @@ class Engine:
 
     def _withdraw(self, cmd: c.Withdraw) -> None:
         acct = self._account(cmd.account_id)
-        if cmd.amount_atoms <= 0:
+        if type(cmd.amount_atoms) is not int or cmd.amount_atoms <= 0:
             raise Rejected(Reject.INVALID_AMOUNT, "amount must be positive")
         avail = min(available_atoms(acct, self.instruments, self.marks), acct.wallet_atoms)
         if cmd.amount_atoms > avail:
@@ -212,7 +211,7 @@ class Engine:
         self._emit(ev.WithdrawalMade, acct.account_id, cmd.amount_atoms, acct.wallet_atoms)
 
     def _top_up(self, cmd: c.TopUpInsuranceFund) -> None:
-        if cmd.amount_atoms <= 0:
+        if type(cmd.amount_atoms) is not int or cmd.amount_atoms <= 0:
             raise Rejected(Reject.INVALID_AMOUNT, "amount must be positive")
         fund = self.insurance_fund
         fund.wallet_atoms += cmd.amount_atoms
@@ -221,7 +220,7 @@ class Engine:
 
     def _set_mark(self, cmd: c.SetMarkPrice) -> None:
         self._instrument(cmd.symbol)
-        if cmd.price_ticks <= 0:
+        if type(cmd.price_ticks) is not int or cmd.price_ticks <= 0:
             raise Rejected(Reject.INVALID_PRICE, "mark price must be positive")
         self.marks[cmd.symbol] = cmd.price_ticks
         self._moved.append(cmd.symbol)
@@ -232,7 +231,7 @@ class Engine:
     def _set_leverage(self, cmd: c.SetLeverage) -> None:
         acct = self._account(cmd.account_id)
         inst = self._instrument(cmd.symbol)
-        if not 1 <= cmd.leverage <= inst.max_leverage:
+        if type(cmd.leverage) is not int or not 1 <= cmd.leverage <= inst.max_leverage:
             raise Rejected(Reject.INVALID_LEVERAGE, f"leverage must be 1..{inst.max_leverage}")
         size = acct.size(cmd.symbol)
         if size:
@@ -279,12 +278,12 @@ class Engine:
             raise Rejected(Reject.INVALID_TIME_IN_FORCE, "time_in_force must be GTC, IOC or FOK")
         if cmd.stp not in c.STP_MODES:
             raise Rejected(Reject.INVALID_STP, f"stp must be one of {c.STP_MODES}")
-        if not isinstance(cmd.qty_lots, int) or cmd.qty_lots <= 0:
+        if type(cmd.qty_lots) is not int or cmd.qty_lots <= 0:
             raise Rejected(Reject.INVALID_QUANTITY, "qty must be positive")
         if cmd.order_type == c.LIMIT:
             if cmd.price_ticks is None:
                 raise Rejected(Reject.PRICE_REQUIRED, "limit orders need a price")
-            if cmd.price_ticks <= 0:
+            if type(cmd.price_ticks) is not int or cmd.price_ticks <= 0:
                 raise Rejected(Reject.INVALID_PRICE, "price must be positive")
         else:
             if cmd.price_ticks is not None:
@@ -345,7 +344,7 @@ class Engine:
             cmd.price_ticks,
             qty,
             cmd.order_type,
-            c.IOC if cmd.order_type == c.MARKET else cmd.time_in_force,
+            c.IOC if cmd.order_type == c.MARKET and cmd.time_in_force == c.GTC else cmd.time_in_force,
             cmd.post_only,
             cmd.reduce_only,
             cmd.stp,
@@ -502,9 +501,11 @@ class Engine:
             o.filled_value_ticks += qty * price
             o.fills.append((trade_id, price, qty, fee, liq))
         # settlement
-        m_real = settle_fill(macct, maker.symbol, qty if maker.is_buy else -qty, notional)
+        symbol = taker.symbol
+        m_before, t_before = macct.size(symbol), tacct.size(symbol)
+        m_real = settle_fill(macct, symbol, qty if maker.is_buy else -qty, notional)
         t_real = settle_fill(
-            tacct, taker.symbol, qty if taker.is_buy else -qty, notional,
+            tacct, symbol, qty if taker.is_buy else -qty, notional,
             favour_holder=taker.account_id == INSURANCE_FUND_ID,
         )
         macct.wallet_atoms -= maker_fee
@@ -531,8 +532,18 @@ class Engine:
             maker.remaining_lots,
         )
         self.recent_trades[taker.symbol].append(trade)
-        self._emit_position(macct, maker.symbol, m_real - maker_fee, "trade")
-        self._emit_position(tacct, taker.symbol, t_real - taker_fee, "trade")
+        self._emit_position(macct, symbol, m_real - maker_fee, "trade")
+        self._emit_position(tacct, symbol, t_real - taker_fee, "trade")
+        for acct, before in ((macct, m_before), (tacct, t_before)):
+            after = acct.size(symbol)
+            if before and (after == 0 or (after > 0) != (before > 0)):
+                self._cancel_stale_reduce_only(acct, symbol)
+
+    def _cancel_stale_reduce_only(self, acct: Account, symbol: str) -> None:
+        """After a position closed or flipped, cancel reduce-only orders that can no longer reduce it."""
+        for order in [o for o in acct.open_orders.values() if o.reduce_only and o.symbol == symbol]:
+            if self._reduce_capacity(acct.account_id, symbol, order.is_buy) == 0:
+                self._cancel_resting(order, "reduce_only")
 
     def _emit_position(self, acct: Account, symbol: str, realized: int, reason: str) -> None:
         pos = acct.positions.get(symbol)
@@ -610,10 +621,10 @@ class Engine:
         acct, order = self._open_order(cmd.account_id, cmd.order_id)
         price = order.price_ticks if cmd.price_ticks is None else cmd.price_ticks
         assert price is not None
-        if cmd.price_ticks is not None and cmd.price_ticks <= 0:
+        if cmd.price_ticks is not None and (type(cmd.price_ticks) is not int or cmd.price_ticks <= 0):
             raise Rejected(Reject.INVALID_PRICE, "price must be positive")
         new_total = order.qty_lots if cmd.qty_lots is None else cmd.qty_lots
-        if new_total <= order.filled_lots:
+        if type(new_total) is not int or new_total <= order.filled_lots:
             raise Rejected(Reject.INVALID_QUANTITY, "new qty must exceed the filled quantity")
         new_remaining = new_total - order.filled_lots
         if order.reduce_only:

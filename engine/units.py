@@ -73,7 +73,7 @@ def decimal_str_to_e8(text: str) -> int | None:
     exponent (`1e3`, `2.5E-2`), as JSON numbers can have.
     """
     s = text.strip()
-    if not s or len(s) > 64:
+    if not s or len(s) > 64 or not s.isascii():  # str.isdigit() also admits "²", "١"
         return None
     sign = 1
     if s[0] in "+-":
@@ -83,7 +83,7 @@ def decimal_str_to_e8(text: str) -> int | None:
     for marker in ("e", "E"):
         if marker in s:
             s, _, exp_text = s.partition(marker)
-            if not exp_text or not (exp_text.lstrip("+-").isdigit()) or len(exp_text) > 4:
+            if not exp_text or not (exp_text[1:] if exp_text[0] in "+-" else exp_text).isdigit() or len(exp_text) > 4:
                 return None
             exp = int(exp_text)
             break
