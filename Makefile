@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv run lint bench clean
+.PHONY: test venv run sandbox lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -18,6 +18,10 @@ test: venv
 
 run: venv
 	$(BIN)/python -m service
+
+# The exchange on :8000 with a live demo market; CRASH=25% adds a crash, liquidations and ADL.
+sandbox: venv
+	$(BIN)/python -m service.demo --port 8000 --seconds 0 $(if $(CRASH),--crash $(CRASH))
 
 lint: venv
 	$(BIN)/ruff check engine service api tests bench
