@@ -32,15 +32,17 @@ RankKey = tuple[int, Fraction, int, int]
 def rank_key(account_id: int, size_lots: int, entry_value_atoms: int, notional_atoms: int, equity_atoms: int) -> RankKey:
     """Ascending sort key: the first key is the first position in the ADL queue."""
     if equity_atoms <= 0:
-        return (1, Fraction(0), 0, account_id)
+        return (1, 0, Fraction(0), 0, account_id)
     upnl = notional_atoms - entry_value_atoms
     abs_ev = abs(entry_value_atoms) or 1
     abs_n = abs(notional_atoms) or 1
     if upnl > 0:
-        score = Fraction(upnl * abs_n, abs_ev * equity_atoms)
+        num, den = upnl * abs_n, abs_ev * equity_atoms
     else:
-        score = Fraction(upnl * equity_atoms, abs_ev * abs_n)
-    return (0, -score, -abs(size_lots), account_id)
+        num, den = upnl * equity_atoms, abs_ev * abs_n
+    # integer prefix floor(-score * 2**32) is monotone in -score: it orders exactly whenever it
+    # differs, and the Fraction breaks its ties (so no Fraction comparison in the common case)
+    return (0, (-num << 32) // den, Fraction(-num, den), -abs(size_lots), account_id)
 
 
 def adl_quantile(rank: int, count: int) -> int:
@@ -139,4 +141,4 @@ class AdlRanking:
 
     def ordered_ids(self) -> list[int]:
         """Account ids, first in line first."""
-        return [key[3] for key in self.entries]
+        return [key[-1] for key in self.entries]

@@ -28,9 +28,9 @@ class Order:
     __slots__ = (
         "account_id",
         "client_order_id",
-        "fills",
         "filled_lots",
         "filled_value_ticks",
+        "fills",
         "is_buy",
         "order_id",
         "order_type",

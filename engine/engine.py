@@ -25,7 +25,6 @@ from engine.adl import (
     AdlRanking,
     adl_quantile,
     allocate_pro_rata,
-    allocate_queue,
     split_value,
 )
 from engine.book import Order, OrderBook
@@ -39,11 +38,11 @@ from engine.risk import (
     liquidation_price_frac,
     maintenance_atoms,
     settle_fill,
-    worst_case_lots,
 )
-from engine.units import PPM, div_ceil, div_floor, div_half_even, div_trunc, ppm_of_ceil
+from engine.units import PPM, div_ceil, div_floor, div_half_even, div_trunc
 
 MAX_CLIENT_ORDER_ID_LEN = 64
+_tuple_new = tuple.__new__
 
 
 class Rejected(Exception):
@@ -97,6 +96,7 @@ class Engine:
         self._ts = 0
         self._dirty: set[int] = set()
         self._moved: list[str] = []
+        self._index_stale: set[int] = set()
         self._handlers: dict[type, Callable[[Any], None]] = {
             c.CreateAccount: self._create_account,
             c.Deposit: self._deposit,
@@ -130,8 +130,8 @@ class Engine:
         return self._events
 
     def _emit(self, cls: Any, *fields: Any) -> Any:
-        self.seq += 1
-        event = cls(self.seq, self._ts, *fields)
+        self.seq = seq = self.seq + 1
+        event = _tuple_new(cls, (seq, self._ts, *fields))
         self._events.append(event)
         return event
 
@@ -319,14 +319,27 @@ class Engine:
 
     def _check_margin(self, acct: Account, symbol: str, add_buy: int, add_sell: int) -> None:
         """Pre-trade check (§3): pass if the worst-case position does not grow, else need available >= 0."""
-        size = acct.size(symbol)
-        b, s = acct.open_lots(symbol)
-        before = worst_case_lots(size, b, s)
-        after = worst_case_lots(size, b + add_buy, s + add_sell)
+        pos = acct.positions.get(symbol)
+        size = pos.size_lots if pos is not None else 0
+        b = acct.open_buy_lots.get(symbol, 0)
+        s = acct.open_sell_lots.get(symbol, 0)
+        lo, hi = size - s, size + b
+        before = hi if hi >= -lo else -lo
+        lo -= add_sell
+        hi += add_buy
+        after = hi if hi >= -lo else -lo
         if after <= before:
             return
-        equity = equity_atoms(acct, self.instruments, self.marks)
-        im = initial_margin_atoms(acct, self.instruments, self.marks, override=(symbol, after))
+        if _only_in(acct, symbol):  # the common one-symbol account: no dict walks
+            inst = self.instruments[symbol]
+            mark = self.marks[symbol]
+            equity = acct.wallet_atoms
+            if pos is not None:
+                equity += size * mark * inst.atoms_per_lot_tick - pos.entry_value_atoms
+            im = -((-(after * mark * inst.atoms_per_lot_tick)) // acct.leverage.get(symbol, inst.default_leverage))
+        else:
+            equity = equity_atoms(acct, self.instruments, self.marks)
+            im = initial_margin_atoms(acct, self.instruments, self.marks, override=(symbol, after))
         if equity - im < 0:
             raise Rejected(Reject.INSUFFICIENT_MARGIN, "not enough available margin for this order")
 
@@ -448,7 +461,7 @@ class Engine:
         is_buy = taker.is_buy
         opposite = book.asks if is_buy else book.bids
         while taker.remaining_lots > 0 and opposite:
-            key, level = opposite.peekitem(0)
+            _key, level = opposite.peekitem(0)
             price = level.price_ticks
             if (is_buy and price > limit_ticks) or (not is_buy and price < limit_ticks):
                 return None
@@ -477,12 +490,15 @@ class Engine:
         return None
 
     def _fill(self, taker: Order, tacct: Account, maker: Order, book: OrderBook, qty: int, price: int) -> None:
-        inst = self.instruments[taker.symbol]
+        # the hot path: lookups hoisted, maker/taker unrolled, events built in place (seq+1..3)
+        symbol = taker.symbol
+        inst = self.instruments[symbol]
         notional = qty * price * inst.atoms_per_lot_tick
-        macct = self.accounts[maker.account_id]
-        maker_fee = ppm_of_ceil(notional, inst.maker_fee_ppm)
-        taker_fee = 0 if taker.account_id == INSURANCE_FUND_ID else ppm_of_ceil(notional, inst.taker_fee_ppm)
-        # book and order bookkeeping
+        maker_aid = maker.account_id
+        taker_aid = taker.account_id
+        macct = self.accounts[maker_aid]
+        maker_fee = -((-notional * inst.maker_fee_ppm) // PPM)
+        taker_fee = 0 if taker_aid == INSURANCE_FUND_ID else -((-notional * inst.taker_fee_ppm) // PPM)
         if qty == maker.remaining_lots:
             book.remove(maker)
             maker.remaining_lots = 0
@@ -495,49 +511,55 @@ class Engine:
         macct.track_open(maker, -qty)
         taker.remaining_lots -= qty
         trade_id = self.next_trade_id
-        self.next_trade_id += 1
-        for o, fee, liq in ((maker, maker_fee, "maker"), (taker, taker_fee, "taker")):
-            o.filled_lots += qty
-            o.filled_value_ticks += qty * price
-            o.fills.append((trade_id, price, qty, fee, liq))
-        # settlement
-        symbol = taker.symbol
-        m_before, t_before = macct.size(symbol), tacct.size(symbol)
+        self.next_trade_id = trade_id + 1
+        value_ticks = qty * price
+        maker.filled_lots += qty
+        maker.filled_value_ticks += value_ticks
+        maker.fills.append((trade_id, price, qty, maker_fee, "maker"))
+        taker.filled_lots += qty
+        taker.filled_value_ticks += value_ticks
+        taker.fills.append((trade_id, price, qty, taker_fee, "taker"))
+        mpos = macct.positions.get(symbol)
+        tpos = tacct.positions.get(symbol)
+        m_before = mpos.size_lots if mpos is not None else 0
+        t_before = tpos.size_lots if tpos is not None else 0
         m_real = settle_fill(macct, symbol, qty if maker.is_buy else -qty, notional)
-        t_real = settle_fill(
-            tacct, symbol, qty if taker.is_buy else -qty, notional,
-            favour_holder=taker.account_id == INSURANCE_FUND_ID,
-        )
+        t_real = settle_fill(tacct, symbol, qty if taker.is_buy else -qty, notional, taker_aid == INSURANCE_FUND_ID)
         macct.wallet_atoms -= maker_fee
         tacct.wallet_atoms -= taker_fee
         self.fees_collected_atoms += maker_fee + taker_fee
-        self._holders_update(macct, maker.symbol)
-        self._holders_update(tacct, taker.symbol)
-        self._touch(macct.account_id)
-        self._touch(tacct.account_id)
-        trade = self._emit(
-            ev.TradeExecuted,
-            trade_id,
-            taker.symbol,
-            price,
-            qty,
-            taker.side,
-            taker.order_id,
-            taker.account_id,
-            taker_fee,
-            taker.remaining_lots,
-            maker.order_id,
-            maker.account_id,
-            maker_fee,
-            maker.remaining_lots,
-        )
-        self.recent_trades[taker.symbol].append(trade)
-        self._emit_position(macct, symbol, m_real - maker_fee, "trade")
-        self._emit_position(tacct, symbol, t_real - taker_fee, "trade")
-        for acct, before in ((macct, m_before), (tacct, t_before)):
-            after = acct.size(symbol)
-            if before and (after == 0 or (after > 0) != (before > 0)):
-                self._cancel_stale_reduce_only(acct, symbol)
+        mpos = macct.positions.get(symbol)
+        tpos = tacct.positions.get(symbol)
+        m_after = mpos.size_lots if mpos is not None else 0
+        t_after = tpos.size_lots if tpos is not None else 0
+        if (m_before == 0) != (m_after == 0):
+            self._holders_update(macct, symbol)
+        if (t_before == 0) != (t_after == 0):
+            self._holders_update(tacct, symbol)
+        dirty, touched = self._dirty, self._rank_touched
+        dirty.add(maker_aid)
+        dirty.add(taker_aid)
+        touched.add(maker_aid)
+        touched.add(taker_aid)
+        seq = self.seq
+        ts = self._ts
+        events = self._events
+        trade = _tuple_new(ev.TradeExecuted, (seq + 1, ts, trade_id, symbol, price, qty, taker.side, taker.order_id,
+                                              taker_aid, taker_fee, taker.remaining_lots, maker.order_id,
+                                              maker_aid, maker_fee, maker.remaining_lots))
+        events.append(trade)
+        self.recent_trades[symbol].append(trade)
+        events.append(_tuple_new(ev.PositionChanged, (seq + 2, ts, maker_aid, symbol, m_after,
+                                                      mpos.entry_value_atoms if mpos else 0, m_real - maker_fee,
+                                                      macct.wallet_atoms, "trade")))
+        events.append(_tuple_new(ev.PositionChanged, (seq + 3, ts, taker_aid, symbol, t_after,
+                                                      tpos.entry_value_atoms if tpos else 0, t_real - taker_fee,
+                                                      tacct.wallet_atoms, "trade")))
+        self.seq = seq + 3
+        if m_before and (m_after == 0 or (m_after > 0) != (m_before > 0)):
+            self._cancel_stale_reduce_only(macct, symbol)
+        if t_before and (t_after == 0 or (t_after > 0) != (t_before > 0)):
+            self._cancel_stale_reduce_only(tacct, symbol)
 
     def _cancel_stale_reduce_only(self, acct: Account, symbol: str) -> None:
         """After a position closed or flipped, cancel reduce-only orders that can no longer reduce it."""
@@ -673,8 +695,12 @@ class Engine:
 
     def _run_liquidations(self) -> None:
         """Liquidate every account below maintenance, lowest equity/MM first, until none is."""
-        candidates = set(self._dirty)
-        self._dirty.clear()
+        candidates = self._dirty
+        self._dirty = set()
+        if self._moved and self._index_stale:
+            for aid in self._index_stale:
+                self.liq_index.update(self.accounts[aid], self.instruments, self.marks)
+            self._index_stale.clear()
         for sym in self._moved:
             for aid in self.liq_index.multi[sym]:
                 self._rank_touched.add(aid)
@@ -686,7 +712,7 @@ class Engine:
                 if aid == INSURANCE_FUND_ID:
                     continue
                 acct = self.accounts[aid]
-                self.liq_index.update(acct, self.instruments, self.marks)
+                self._index_stale.add(aid)
                 if not acct.positions:
                     continue
                 eq = equity_atoms(acct, self.instruments, self.marks)
@@ -698,8 +724,8 @@ class Engine:
             below.sort()
             for _, aid in below:
                 self._maybe_liquidate(self.accounts[aid])
-            candidates = set(self._dirty)
-            self._dirty.clear()
+            candidates = self._dirty
+            self._dirty = set()
         self._dirty.clear()
 
     def _maybe_liquidate(self, acct: Account) -> None:
@@ -834,8 +860,25 @@ class Engine:
         q_r, ev_r = pos.size_lots, pos.entry_value_atoms
         inst = self.instruments[symbol]
         mark = self.marks[symbol]
-        ranked_ids = self.ranking(symbol, -1 if q_r > 0 else 1)
-        rank_of = {aid: i + 1 for i, aid in enumerate(ranked_ids)}
+        ranking = self._ranking(symbol, -1 if q_r > 0 else 1)
+        if self.adl_policy[symbol] != c.ADL_PRO_RATA:
+            need = abs(q_r)
+            alloc = []
+            rank_of = {}
+            accounts = self.accounts
+            for i, key in enumerate(ranking.entries):
+                aid = key[-1]
+                lots = abs(accounts[aid].positions[symbol].size_lots)
+                take = need if need < lots else lots
+                if take > 0:
+                    alloc.append((aid, take))
+                    rank_of[aid] = i + 1
+                    need -= take
+                    if need == 0:
+                        break
+        else:
+            ranked_ids = ranking.ordered_ids()
+            rank_of = {aid: i + 1 for i, aid in enumerate(ranked_ids)}
         if self.adl_policy[symbol] == c.ADL_PRO_RATA:
             rows = []
             for aid in ranked_ids:
@@ -843,11 +886,11 @@ class Engine:
                 profitable = p.size_lots * mark * inst.atoms_per_lot_tick - p.entry_value_atoms > 0
                 rows.append((aid, abs(p.size_lots), profitable))
             alloc = allocate_pro_rata(rows, abs(q_r))
-        else:
-            alloc = allocate_queue([(aid, abs(self.accounts[aid].positions[symbol].size_lots)) for aid in ranked_ids], abs(q_r))
         if sum(lots for _, lots in alloc) != abs(q_r):
             raise InvariantViolation(f"ADL could not cover {q_r} lots in {symbol}")
-        values = split_value(abs(ev_r), abs(q_r), [lots for _, lots in alloc])
+        # Value per side, signed like a price: negative when a short was taken over at a negative
+        # bankruptcy price (its deficit exceeded its notional); abs() would flip that sign.
+        values = split_value(ev_r if q_r > 0 else -ev_r, abs(q_r), [lots for _, lots in alloc])
         price_e8 = div_half_even(bv * 100_000_000, original_size * inst.lot_size_e8)
         for (aid, lots), value in zip(alloc, values, strict=True):
             cp = self.accounts[aid]
@@ -890,7 +933,6 @@ class Engine:
         sizes = dict.fromkeys(self.symbols, 0)
         for acct in self.accounts.values():
             total += acct.wallet_atoms
-            open_count = 0
             for sym, pos in acct.positions.items():
                 if pos.size_lots == 0:
                     raise InvariantViolation(f"account {acct.account_id}: zero position kept")
@@ -899,7 +941,6 @@ class Engine:
             for oid, order in acct.open_orders.items():
                 if self.books[order.symbol].orders.get(oid) is not order:
                     raise InvariantViolation(f"order {oid} open but not in the book")
-                open_count += 1
             for sym in self.symbols:
                 b = sum(o.remaining_lots for o in acct.open_orders.values() if o.symbol == sym and o.is_buy)
                 s = sum(o.remaining_lots for o in acct.open_orders.values() if o.symbol == sym and not o.is_buy)
@@ -943,6 +984,14 @@ class Engine:
                 for level in side.values():
                     put(repr([_order_state(o) for o in level.orders.values()]).encode())
         return h.hexdigest()
+
+
+def _only_in(acct: Account, symbol: str) -> bool:
+    """Whether the account has positions or open orders in no symbol other than `symbol`."""
+    for held in (acct.positions, acct.open_buy_lots, acct.open_sell_lots):
+        if len(held) > 1 or (held and symbol not in held):
+            return False
+    return True
 
 
 def _order_state(o: Order) -> tuple[Any, ...]:

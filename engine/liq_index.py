@@ -45,6 +45,15 @@ class LiquidationIndex:
     def update(self, acct: Account, instruments: dict[str, Instrument], marks: dict[str, int]) -> None:
         """Recompute the account's entries from its current wallet, positions and marks."""
         aid = acct.account_id
+        if len(acct.positions) > 1:  # multi-symbol accounts are always candidates, via `multi`
+            if self._multi_of.get(aid) == list(acct.positions):
+                return
+            self.remove(aid)
+            symbols = list(acct.positions)
+            self._multi_of[aid] = symbols
+            for sym in symbols:
+                self.multi[sym].add(aid)
+            return
         self.remove(aid)
         if not acct.positions:
             return
