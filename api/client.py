@@ -115,7 +115,7 @@ class ExchangeClient:
         side: str,
         qty: Num,
         price: Num | None = None,
-        type: str | None = None,  # noqa: A002 - the API's field name
+        type: str | None = None,
         time_in_force: str | None = None,
         post_only: bool | None = None,
         reduce_only: bool | None = None,

@@ -1,0 +1,142 @@
+"""Admin routes (`X-Admin-Token`): accounts, deposits, insurance fund, marks, ADL policy."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from starlette.responses import Response
+
+from api import convert
+from api.deps import AdminDep, ServicesDep
+from api.errors import ApiError
+from api.responses import json_response, rejection, submit
+from api.routes.account import balance_after
+from api.routing import JSONRoute
+from api.schemas import (
+    ERROR_RESPONSES,
+    AccountOut,
+    AdlPolicyOut,
+    AdlPolicyRequest,
+    BalanceOut,
+    CreatedAccountOut,
+    DepositRequest,
+    ErrorBody,
+    InsuranceFundOut,
+    MarkPriceOut,
+    MarkPriceRequest,
+    TopUpRequest,
+)
+from api.views import account_body
+from engine.accounts import INSURANCE_FUND_ID
+from engine.commands import CreateAccount, Deposit, SetAdlPolicy, SetMarkPrice, TopUpInsuranceFund
+from engine.engine import Engine
+from engine.errors import Reject
+from engine.events import AccountLiquidated, PositionDeleveraged
+from service.format import money_str
+from service.keys import hash_key, new_api_key
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=JSONRoute)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    **{k: v for k, v in ERROR_RESPONSES.items() if k not in (401, 429)},
+    403: {"model": ErrorBody, "description": "missing or wrong X-Admin-Token"},
+}
+
+
+@router.post(
+    "/accounts",
+    response_model=CreatedAccountOut,
+    responses=_ERRORS,
+    summary="Create an account and its API key",
+)
+async def create_account(services: ServicesDep, _admin: AdminDep) -> Response:
+    api_key = new_api_key()
+    key_hash = hash_key(api_key)
+    events = await submit(services, CreateAccount(key_hash))
+    err = rejection(events)
+    if err is not None:
+        raise err
+    account_id = events[0].account_id
+    services.keys.add(key_hash, account_id)
+    return json_response({"account_id": account_id, "api_key": api_key})
+
+
+@router.post(
+    "/deposit",
+    response_model=BalanceOut,
+    responses={**_ERRORS, 404: {"model": ErrorBody}},
+    summary="Credit an account",
+)
+async def deposit(services: ServicesDep, _admin: AdminDep, body: DepositRequest) -> Response:
+    return json_response(
+        await submit(services, Deposit(body.account_id, body.amount), balance_after)
+    )
+
+
+def _topped_up(engine: Engine, events: list[Any]) -> Any:
+    return rejection(events) or {"balance": money_str(engine.insurance_fund.wallet_atoms)}
+
+
+@router.post(
+    "/insurance-fund",
+    response_model=InsuranceFundOut,
+    responses=_ERRORS,
+    summary="Top up the insurance fund",
+)
+async def top_up(services: ServicesDep, _admin: AdminDep, body: TopUpRequest) -> Response:
+    return json_response(await submit(services, TopUpInsuranceFund(body.amount), _topped_up))
+
+
+def _mark_result(services_formatter: Any) -> Any:
+    def after(engine: Engine, events: list[Any]) -> Any:
+        err = rejection(events)
+        if err is not None:
+            return err
+        data = services_formatter.data
+        return {
+            "liquidations": [data(e) for e in events if type(e) is AccountLiquidated],
+            "adl_fills": [data(e) for e in events if type(e) is PositionDeleveraged],
+        }
+
+    return after
+
+
+@router.post(
+    "/mark-price",
+    response_model=MarkPriceOut,
+    responses=_ERRORS,
+    summary="Set a mark price; answers the liquidations and ADL fills it caused",
+)
+async def mark_price(services: ServicesDep, _admin: AdminDep, body: MarkPriceRequest) -> Response:
+    inst = convert.instrument(services.engine, body.symbol)
+    command = SetMarkPrice(body.symbol, convert.ticks(inst, body.price))
+    return json_response(await submit(services, command, _mark_result(services.formatter)))
+
+
+def _policy_set(engine: Engine, events: list[Any]) -> Any:
+    return rejection(events) or {"symbol": events[0].symbol, "policy": events[0].policy}
+
+
+@router.put(
+    "/adl-policy", response_model=AdlPolicyOut, responses=_ERRORS, summary="ADL policy of a symbol"
+)
+async def adl_policy(services: ServicesDep, _admin: AdminDep, body: AdlPolicyRequest) -> Response:
+    convert.instrument(services.engine, body.symbol)
+    return json_response(
+        await submit(services, SetAdlPolicy(body.symbol, body.policy), _policy_set)
+    )
+
+
+@router.get(
+    "/accounts/{account_id}",
+    response_model=AccountOut,
+    responses={**_ERRORS, 404: {"model": ErrorBody}},
+    summary="Any account, same shape as GET /v1/account",
+)
+async def get_account(
+    services: ServicesDep, _admin: AdminDep, account_id: Annotated[int, Path(examples=[1])]
+) -> Response:
+    if account_id == INSURANCE_FUND_ID or account_id not in services.engine.accounts:
+        raise ApiError.reject(Reject.ACCOUNT_NOT_FOUND, f"account {account_id} does not exist")
+    return json_response(account_body(services.engine, account_id))

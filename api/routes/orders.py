@@ -1,0 +1,217 @@
+"""Order entry and order queries of the authenticated account.
+
+`POST /v1/orders` is the hot path: `place_order_raw` parses and authenticates by hand (same
+functions as the dependencies) and is served by the ASGI fast path (api/fastpath.py); the
+route below documents it in the OpenAPI and serves it if the fast path is bypassed.
+Every answer is the order as it stood right after its own command (the snapshot is taken in
+the engine task by the `after` callback, before later commands of the batch run).
+Another account's order id answers 404 ORDER_NOT_FOUND, exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from api import convert
+from api.deps import AccountDep, ServicesDep, authenticate
+from api.errors import ApiCode, ApiError, validation_error
+from api.responses import json_response, rejection, submit
+from api.routing import JSONRoute
+from api.schemas import (
+    ERROR_RESPONSES,
+    AmendOrderRequest,
+    CanceledOut,
+    ErrorBody,
+    OrderOut,
+    PlaceOrderRequest,
+    body_schema,
+)
+from api.views import order_body
+from engine.commands import AmendOrder, CancelAllOrders, CancelOrder, PlaceOrder
+from engine.engine import Engine
+from engine.errors import Reject
+from engine.events import OrderCanceled
+from service.runtime import Services
+
+router = APIRouter(prefix="/v1", tags=["orders"], route_class=JSONRoute)
+
+OrderId = Annotated[int, Path(description="order id", examples=[42])]
+_ORDER_ERRORS = {
+    **ERROR_RESPONSES,
+    404: {"model": ErrorBody, "description": "no such order of this account"},
+}
+
+
+def _placed(account_id: int) -> Any:
+    def after(engine: Engine, events: list[Any]) -> Any:
+        err = rejection(events)
+        if err is not None:
+            return err
+        order = engine.find_order(account_id, events[0].order_id)
+        assert order is not None
+        return order_body(engine, order)
+
+    return after
+
+
+def _order_after(account_id: int, order_id: int) -> Any:
+    def after(engine: Engine, events: list[Any]) -> Any:
+        err = rejection(events)
+        if err is not None:
+            return err
+        order = engine.find_order(account_id, order_id)
+        assert order is not None
+        return order_body(engine, order)
+
+    return after
+
+
+def _canceled(engine: Engine, events: list[Any]) -> Any:
+    err = rejection(events)
+    if err is not None:
+        return err
+    return {"canceled": [e.order_id for e in events if type(e) is OrderCanceled]}
+
+
+async def place_order_raw(services: Services, api_key: str | None, raw: bytes) -> dict[str, Any]:
+    """Authenticate, parse, convert and submit one order; the order after matching.
+
+    Shared by the documented route below and the ASGI fast path (api/fastpath.py).
+    """
+    account_id = authenticate(services, api_key)
+    if not raw:
+        raise ApiError.api(400, ApiCode.VALIDATION_ERROR, "a JSON object body is required")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError.api(400, ApiCode.MALFORMED_JSON, f"malformed JSON body: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError.api(400, ApiCode.VALIDATION_ERROR, "the body must be a JSON object")
+    try:
+        req = PlaceOrderRequest.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    inst = convert.instrument(services.engine, req.symbol)
+    command = PlaceOrder(
+        account_id,
+        req.symbol,
+        req.side,
+        convert.lots(inst, req.qty),
+        None if req.price is None else convert.ticks(inst, req.price),
+        req.type,
+        req.time_in_force,
+        req.post_only,
+        req.reduce_only,
+        req.stp,
+        req.client_order_id,
+    )
+    result: dict[str, Any] = await submit(services, command, _placed(account_id))
+    return result
+
+
+@router.post(
+    "/orders",
+    response_model=OrderOut,
+    responses={
+        **ERROR_RESPONSES,
+        409: {"model": ErrorBody, "description": "DUPLICATE_CLIENT_ORDER_ID (names order_id)"},
+    },
+    openapi_extra={**body_schema(PlaceOrderRequest), "security": [{"ApiKey": []}]},
+    summary="Place an order; answers the order after matching",
+)
+async def place_order(request: Request) -> Response:
+    """Documents the route; requests are normally answered by api/fastpath.py before they get here."""
+    services: Services = request.app.state.services
+    body = await place_order_raw(services, request.headers.get("x-api-key"), await request.body())
+    return json_response(body)
+
+
+@router.get(
+    "/orders",
+    response_model=list[OrderOut],
+    responses=ERROR_RESPONSES,
+    summary="Open orders of the account",
+)
+async def open_orders(
+    services: ServicesDep,
+    account_id: AccountDep,
+    symbol: Annotated[str | None, Query(max_length=32, description="only this symbol")] = None,
+) -> Response:
+    engine = services.engine
+    if symbol is not None:
+        convert.instrument(engine, symbol)
+    acct = engine.accounts[account_id]
+    orders = sorted(
+        (o for o in acct.open_orders.values() if symbol is None or o.symbol == symbol),
+        key=lambda o: o.order_id,
+    )
+    return json_response([order_body(engine, o) for o in orders])
+
+
+@router.get(
+    "/orders/{order_id}",
+    response_model=OrderOut,
+    responses=_ORDER_ERRORS,
+    summary="One order of the account, open or recently closed",
+)
+async def get_order(services: ServicesDep, account_id: AccountDep, order_id: OrderId) -> Response:
+    order = services.engine.find_order(account_id, order_id)
+    if order is None:
+        raise ApiError.reject(Reject.ORDER_NOT_FOUND, f"no order {order_id}")
+    return json_response(order_body(services.engine, order))
+
+
+@router.patch(
+    "/orders/{order_id}",
+    response_model=OrderOut,
+    responses=_ORDER_ERRORS,
+    summary="Amend price and/or total quantity; answers the order after any matching",
+)
+async def amend_order(
+    services: ServicesDep, account_id: AccountDep, order_id: OrderId, body: AmendOrderRequest
+) -> Response:
+    order = services.engine.find_order(account_id, order_id)
+    if order is None or order.status in ("filled", "canceled"):
+        raise ApiError.reject(Reject.ORDER_NOT_FOUND, f"no open order {order_id}")
+    inst = services.engine.instruments[order.symbol]
+    command = AmendOrder(
+        account_id,
+        order_id,
+        None if body.price is None else convert.ticks(inst, body.price),
+        None if body.qty is None else convert.lots(inst, body.qty),
+    )
+    return json_response(await submit(services, command, _order_after(account_id, order_id)))
+
+
+@router.delete(
+    "/orders/{order_id}",
+    response_model=OrderOut,
+    responses=_ORDER_ERRORS,
+    summary="Cancel one order",
+)
+async def cancel_order(
+    services: ServicesDep, account_id: AccountDep, order_id: OrderId
+) -> Response:
+    command = CancelOrder(account_id, order_id)
+    return json_response(await submit(services, command, _order_after(account_id, order_id)))
+
+
+@router.delete(
+    "/orders",
+    response_model=CanceledOut,
+    responses=ERROR_RESPONSES,
+    summary="Cancel all (optionally by symbol)",
+)
+async def cancel_all(
+    services: ServicesDep,
+    account_id: AccountDep,
+    symbol: Annotated[str | None, Query(max_length=32, description="only this symbol")] = None,
+) -> Response:
+    if symbol is not None:
+        convert.instrument(services.engine, symbol)
+    return json_response(await submit(services, CancelAllOrders(account_id, symbol), _canceled))

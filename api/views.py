@@ -1,0 +1,76 @@
+"""Response bodies built from engine state (read between two commands) and engine views.
+
+Margin numbers come from engine.views (`account_view`, `positions_view`, `avg_price_e8`);
+this module only renders them with service.format's decimal helpers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.book import Order
+from engine.engine import Engine
+from engine.units import e8_to_str
+from engine.views import PositionView, account_view, avg_price_e8
+from service.format import e8_str, money_str
+
+
+def order_body(engine: Engine, order: Order) -> dict[str, Any]:
+    """The SPEC §9 order shape."""
+    inst = engine.instruments[order.symbol]
+    tick, lot = inst.tick_size_e8, inst.lot_size_e8
+    return {
+        "order_id": order.order_id,
+        "client_order_id": order.client_order_id,
+        "symbol": order.symbol,
+        "side": order.side,
+        "type": order.order_type,
+        "price": None if order.price_ticks is None else e8_to_str(order.price_ticks * tick),
+        "qty": e8_to_str(order.qty_lots * lot),
+        "time_in_force": order.time_in_force,
+        "post_only": order.post_only,
+        "reduce_only": order.reduce_only,
+        "stp": order.stp,
+        "status": order.status,
+        "filled_qty": e8_to_str(order.filled_lots * lot),
+        "remaining_qty": e8_to_str(order.remaining_lots * lot),
+        "avg_price": e8_str(avg_price_e8(engine, order)),
+        "fills": [
+            {
+                "trade_id": trade_id,
+                "price": e8_to_str(price * tick),
+                "qty": e8_to_str(qty * lot),
+                "fee": e8_to_str(fee),
+                "liquidity": liquidity,
+            }
+            for trade_id, price, qty, fee, liquidity in order.fills
+        ],
+    }
+
+
+def position_body(engine: Engine, p: PositionView) -> dict[str, Any]:
+    inst = engine.instruments[p.symbol]
+    return {
+        "symbol": p.symbol,
+        "size": e8_to_str(p.size_lots * inst.lot_size_e8),
+        "entry_price": e8_to_str(p.entry_price_e8),
+        "mark_price": e8_to_str(p.mark_ticks * inst.tick_size_e8),
+        "unrealized_pnl": money_str(p.unrealized_pnl_atoms),
+        "liquidation_price": e8_str(p.liquidation_price_e8),
+        "leverage": p.leverage,
+        "adl_quantile": p.adl_quantile,
+    }
+
+
+def account_body(engine: Engine, account_id: int) -> dict[str, Any]:
+    """The SPEC §9 account shape (GET /v1/account and GET /v1/admin/accounts/{id})."""
+    v = account_view(engine, account_id)
+    return {
+        "account_id": v.account_id,
+        "wallet_balance": money_str(v.wallet_balance_atoms),
+        "equity": money_str(v.equity_atoms),
+        "maintenance_margin": money_str(v.maintenance_margin_atoms),
+        "initial_margin": money_str(v.initial_margin_atoms),
+        "available": money_str(v.available_atoms),
+        "positions": [position_body(engine, p) for p in v.positions],
+    }

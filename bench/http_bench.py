@@ -1,0 +1,390 @@
+"""HTTP benchmark: order entry vs /healthz of the same server, over loopback.
+
+    python -m bench.http_bench [--duration 5] [--connections 48] [--clients 1] [--rate 5000]
+
+1. Starts `python -m service` on a free port (no Redis unless `--redis URL`), with a
+   TOML config lifting the open-order limit so passive orders keep resting.
+2. Creates accounts with large deposits and sets a BTC-PERP mark (admin routes).
+3. Loads it from a SEPARATE process (multiprocessing; `--clients` processes): a minimal
+   asyncio + uvloop HTTP/1.1 keep-alive client (`--connections` in total) that sends
+   prebuilt requests and reads Content-Length framed answers, so the client costs far less
+   than the server per request (httpx would be the bottleneck on 2 cores).
+   - closed loop, fixed duration: GET /healthz, then POST /v1/orders (90 % passive limit
+     orders on both sides of the mark, 10 % crossing IOC orders), then /healthz again;
+   - open loop at a fixed offered rate (`--rate`, default 5000/s) of POST /v1/orders:
+     every request has a scheduled send time and its latency is measured from that time
+     (no coordinated omission).
+4. Prints a table: rate, p50, p99, status counts, and orders/healthz.
+
+Goals (issue 4): order entry >= 0.8x the /healthz rate and >= 8k/s; p99 < 10 ms at 5k/s.
+The machine has 2 cores: the server gets one, the client process the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN = "bench-admin"
+MARK = 50_000
+
+
+# -- the load client (runs in child processes) -------------------------------------------------
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection: one request in flight, Content-Length framing."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.need = -1
+        self.status = 0
+        self.waiter: asyncio.Future[int] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            if self.need < 0:
+                end = self.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = self.buf[:end].lower()
+                i = head.find(b"content-length:")
+                j = head.find(b"\r\n", i)
+                length = int(head[i + 15 : j if j > 0 else None])
+                self.status = int(self.buf[9:12])
+                self.need = end + 4 + length
+            if len(self.buf) < self.need:
+                return
+            self.buf = self.buf[self.need :]
+            self.need = -1
+            waiter, self.waiter = self.waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(self.status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("closed"))
+
+
+async def _load(
+    port: int, requests: list[bytes], conns: int, duration: float, rate: float
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    lat: list[float] = []
+    statuses: dict[int, int] = {}
+    start = time.perf_counter() + 0.2
+    end = start + duration
+
+    async def one(k: int) -> None:
+        _, proto = await loop.create_connection(_Conn, "127.0.0.1", port)
+        i = k
+        interval = conns / rate if rate else 0.0
+        due = start + (k / conns) * interval
+        await asyncio.sleep(max(0.0, start - time.perf_counter()))
+        while True:
+            now = time.perf_counter()
+            if interval:
+                if due >= end:
+                    break
+                if due > now:
+                    await asyncio.sleep(due - now)
+                t0 = due
+                due += interval
+            else:
+                if now >= end:
+                    break
+                t0 = now
+            proto.waiter = loop.create_future()
+            assert proto.transport is not None
+            proto.transport.write(requests[i % len(requests)])
+            i += conns
+            status = await proto.waiter
+            lat.append(time.perf_counter() - t0)
+            statuses[status] = statuses.get(status, 0) + 1
+        assert proto.transport is not None
+        proto.transport.close()
+
+    await asyncio.gather(*(one(k) for k in range(conns)))
+    return {"lat": lat, "statuses": statuses}
+
+
+def _client_main(
+    port: int, requests: list[bytes], conns: int, duration: float, rate: float, out: Any
+) -> None:
+    try:
+        import uvloop
+
+        result = uvloop.run(_load(port, requests, conns, duration, rate))
+    except ImportError:
+        result = asyncio.run(_load(port, requests, conns, duration, rate))
+    out.put(result)
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    statuses: dict[int, int]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+def run_load(
+    name: str,
+    port: int,
+    requests: list[bytes],
+    conns: int,
+    clients: int,
+    duration: float,
+    rate: float = 0.0,
+) -> Result:
+    """Load from `clients` separate processes; `rate` > 0 makes it open-loop at that total rate."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    per = max(1, conns // clients)
+    procs = [
+        ctx.Process(
+            target=_client_main,
+            args=(
+                port,
+                requests[c::clients] or requests,
+                per,
+                duration,
+                rate / clients if rate else 0.0,
+                out,
+            ),
+        )
+        for c in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=duration + 60) for _ in procs]
+    for p in procs:
+        p.join()
+    lat = sorted(x for r in results for x in r["lat"])
+    statuses: dict[int, int] = {}
+    for r in results:
+        for k, v in r["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+    n = len(lat)
+    return Result(
+        name,
+        n,
+        duration,
+        lat[n // 2] * 1e3 if n else 0.0,
+        lat[min(n - 1, int(n * 0.99))] * 1e3 if n else 0.0,
+        statuses,
+    )
+
+
+# -- the server under test -----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _raw(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\n"
+    for k, v in (headers or {}).items():
+        head += f"{k}: {v}\r\n"
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+def start_server(port: int, workdir: Path, redis_url: str | None = None) -> subprocess.Popen[bytes]:
+    config = workdir / "bench.toml"
+    config.write_text("max_open_orders = 1000000\n")
+    env = {
+        **os.environ,
+        "EXCHANGE_ADMIN_TOKEN": ADMIN,
+        "EXCHANGE_CONFIG": str(config),
+        "EXCHANGE_DATA_DIR": str(workdir / "data"),
+        "EXCHANGE_LOG_LEVEL": "warning",
+    }
+    env.pop("EXCHANGE_REDIS_URL", None)
+    if redis_url:
+        env["EXCHANGE_REDIS_URL"] = redis_url
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "server.log", "wb"),  # noqa: SIM115
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("service did not become ready")
+
+
+def setup_accounts(port: int, n: int) -> list[str]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-Admin-Token": ADMIN}) as c:
+        keys = []
+        for _ in range(n):
+            acct = c.post("/v1/admin/accounts").json()
+            c.post(
+                "/v1/admin/deposit", json={"account_id": acct["account_id"], "amount": "1000000000"}
+            ).raise_for_status()
+            keys.append(acct["api_key"])
+        c.post(
+            "/v1/admin/mark-price", json={"symbol": "BTC-PERP", "price": str(MARK)}
+        ).raise_for_status()
+    return keys
+
+
+def order_requests(keys: list[str], count: int, seed: int = 7) -> list[bytes]:
+    """90 % passive limit orders within 50 ticks of the mark on both sides, 10 % crossing IOC."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        key = keys[i % len(keys)]
+        side = "buy" if rng.random() < 0.5 else "sell"
+        qty = f"0.{rng.randint(1, 20):03d}"
+        if rng.random() < 0.9:
+            offset = rng.randint(1, 500)  # in ticks of 0.1
+            price = MARK * 10 + (-offset if side == "buy" else offset)
+            body = {
+                "symbol": "BTC-PERP",
+                "side": side,
+                "type": "limit",
+                "qty": qty,
+                "price": f"{price // 10}.{price % 10}",
+            }
+        else:
+            price = MARK * 10 + (300 if side == "buy" else -300)
+            body = {
+                "symbol": "BTC-PERP",
+                "side": side,
+                "type": "limit",
+                "qty": qty,
+                "price": f"{price // 10}.{price % 10}",
+                "time_in_force": "IOC",
+            }
+        out.append(_raw("POST", "/v1/orders", orjson.dumps(body), {"X-API-Key": key}))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per closed-loop run")
+    ap.add_argument("--connections", type=int, default=48)
+    ap.add_argument("--clients", type=int, default=1, help="client processes")
+    ap.add_argument(
+        "--rate", type=float, default=5000.0, help="offered orders/s of the open-loop run"
+    )
+    ap.add_argument("--accounts", type=int, default=16)
+    ap.add_argument(
+        "--redis", default=None, help="publish to this Redis (default: none, events in process)"
+    )
+    args = ap.parse_args(argv)
+
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = start_server(port, Path(tmp), args.redis)
+        try:
+            keys = setup_accounts(port, args.accounts)
+            orders = order_requests(keys, 50_000)
+            healthz = [_raw("GET", "/healthz")]
+            c, k, d = args.connections, args.clients, args.duration
+            runs = [
+                run_load("GET /healthz", port, healthz, c, k, d),
+                run_load("POST /v1/orders", port, orders, c, k, d),
+                run_load("GET /healthz (again)", port, healthz, c, k, d),
+                run_load(
+                    f"POST /v1/orders @ {args.rate:.0f}/s offered",
+                    port,
+                    orders[::-1],
+                    c,
+                    k,
+                    d,
+                    rate=args.rate,
+                ),
+            ]
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as cl:
+                book = cl.get("/v1/orderbook/BTC-PERP?depth=1000").json()
+                resting = sum(1 for _ in book["bids"]) + sum(1 for _ in book["asks"])
+                metrics = cl.get("/metrics").text
+        finally:
+            proc.terminate()
+            proc.wait(20)
+
+    health = (runs[0].rate + runs[2].rate) / 2
+    print(
+        f"\nservice on 127.0.0.1:{port} ({'Redis ' + args.redis if args.redis else 'no Redis'}), "
+        f"{args.connections} connections, {args.clients} client process(es), "
+        f"{args.duration:.0f}s per closed-loop run, {os.cpu_count()} cores\n"
+    )
+    print(
+        f"| {'run':<34} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'vs healthz':>10} | statuses"
+    )
+    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 12}|---------")
+    for r in runs:
+        ratio = f"{r.rate / health:.2f}x" if "orders" in r.name and "offered" not in r.name else ""
+        print(
+            f"| {r.name:<34} | {r.rate:>8.0f} | {r.p50_ms:>7.2f} | {r.p99_ms:>7.2f} | {ratio:>10} | {r.statuses}"
+        )
+    orders_run, open_run = runs[1], runs[3]
+    ok_ratio = orders_run.rate >= 0.8 * health
+    ok_rate = orders_run.rate >= 8000
+    ok_p99 = open_run.p99_ms < 10
+    print(f"\nprice levels resting after the runs: {resting}")
+    for line in metrics.splitlines():
+        if line.startswith(
+            (
+                "exchange_engine_batch_size_sum",
+                "exchange_engine_batch_size_count",
+                "exchange_engine_seq",
+                "exchange_gc_pause_seconds_count",
+                "exchange_gc_pause_seconds_sum",
+            )
+        ):
+            print(line)
+    print(
+        f"\ngoal: orders >= 0.8x healthz ({orders_run.rate / health:.2f}x): {'PASS' if ok_ratio else 'FAIL'}"
+    )
+    print(f"goal: orders >= 8000/s ({orders_run.rate:.0f}/s): {'PASS' if ok_rate else 'FAIL'}")
+    print(
+        f"goal: p99 < 10 ms at {args.rate:.0f}/s offered ({open_run.p99_ms:.2f} ms): {'PASS' if ok_p99 else 'FAIL'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

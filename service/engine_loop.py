@@ -1,0 +1,243 @@
+"""The single writer: one asyncio task owns the `Engine`; nothing else changes its state.
+
+Handlers `await engine_loop.submit(command, after)`. The task drains the queue in batches
+(everything available, up to `max_batch`) and for each command:
+
+1. stamps `ts_ns = time.time_ns()` (the engine never reads a clock),
+2. `engine.apply(command)` -> events,
+3. runs `after(engine, events)` right away, so a handler's answer (e.g. the order after
+   matching) is a snapshot taken before any later command of the batch touches it.
+
+Then, once per batch: `journal.append_batch(records)` (durability: issue 5 — today a no-op
+`InMemoryJournal`), the events go to every sink (WebSocket hub, Redis publisher or the
+in-process ring; sinks never await), and only then are the futures resolved. Reads (GET
+routes) look at engine state directly from their handler: `apply` is synchronous and the
+event loop single-threaded, so a read always sees the state between two commands.
+
+If `apply` raises (an `InvariantViolation` or any bug), the loop stops for good: pending and
+later submissions fail with `EngineHalted` (HTTP 503 ENGINE_HALTED) and /readyz fails. State
+is no longer trustworthy, so the service never limps on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from engine.commands import Command
+from engine.engine import Engine
+from engine.events import (
+    REJECTION_TYPES,
+    AccountLiquidated,
+    PositionDeleveraged,
+    TradeExecuted,
+)
+from service.metrics import Metrics
+
+log = logging.getLogger("service.engine_loop")
+
+After = Callable[[Engine, list[Any]], Any]
+Sink = Callable[[list[Any]], None]
+
+
+class EngineHalted(Exception):
+    """The engine loop has stopped (a broken invariant, a bug, or shutdown)."""
+
+    def __init__(self, message: str = "the engine has halted") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InMemoryJournal:
+    """Placeholder journal (durability: issue 5).
+
+    `append_batch` is called once per engine batch, before any event leaves the process and
+    before any client is answered, with `(stamped command, events)` records. The durable
+    journal will append and fsync them here; replaying the commands in order (with their
+    `ts_ns`) rebuilds the same state (`Engine.state_hash()`). This one keeps nothing but
+    counters.
+    """
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.records = 0
+        self.last_seq = 0
+
+    def append_batch(self, records: Sequence[tuple[Command, list[Any]]]) -> None:
+        """Record one batch of applied commands (no-op today)."""
+        self.batches += 1
+        self.records += len(records)
+        for _, events in reversed(records):
+            if events:
+                self.last_seq = events[-1].seq
+                break
+
+
+_STOP = object()
+
+
+class EngineLoop:
+    """Owns the engine; applies submitted commands one at a time in arrival order."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: Metrics,
+        journal: InMemoryJournal | None = None,
+        sinks: Sequence[Sink] = (),
+        max_batch: int = 512,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.journal = journal if journal is not None else InMemoryJournal()
+        self.sinks = list(sinks)
+        self.max_batch = max_batch
+        self.halted = False
+        self.halt_reason: str | None = None
+        self._stopping = False
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the engine task (call from inside the running event loop)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="engine-loop")
+
+    @property
+    def alive(self) -> bool:
+        """Whether the engine task is running and accepting commands."""
+        return (
+            self._task is not None
+            and not self._task.done()
+            and not self.halted
+            and not self._stopping
+        )
+
+    def queue_depth(self) -> int:
+        """Commands waiting for the engine task."""
+        return self._queue.qsize()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking commands, apply everything already queued, then end the task."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._queue.put_nowait(_STOP)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            log.error("engine loop did not drain within %.1fs; cancelling", timeout)
+            self._task.cancel()
+        self._fail_pending(EngineHalted("the service is shutting down"))
+
+    # -- submission ----------------------------------------------------------------------
+
+    async def submit(self, command: Command, after: After | None = None) -> Any:
+        """Queue `command`; return `after(engine, events)` (or the events) once it was applied."""
+        if self.halted or self._stopping:
+            raise EngineHalted(self.halt_reason or "the service is shutting down")
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((command, fut, after, time.perf_counter()))
+        return await fut
+
+    # -- the engine task -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            item = await queue.get()
+            batch = []
+            stop = item is _STOP
+            if not stop:
+                batch.append(item)
+                while len(batch) < self.max_batch and not queue.empty():
+                    item = queue.get_nowait()
+                    if item is _STOP:
+                        stop = True
+                        break
+                    batch.append(item)
+            if batch:
+                self._process(batch)
+            if stop or self.halted:
+                return
+
+    def _process(self, batch: list[Any]) -> None:
+        engine = self.engine
+        metrics = self.metrics
+        records: list[tuple[Command, list[Any]]] = []
+        answers: list[tuple[asyncio.Future[Any], Any, bool, float]] = []
+        all_events: list[Any] = []
+        replace = dataclasses.replace
+        time_ns = time.time_ns
+        for i, (command, fut, after, t0) in enumerate(batch):
+            command = replace(command, ts_ns=time_ns())
+            try:
+                events = engine.apply(command)
+            except Exception as exc:  # broken invariant or bug: stop, never limp on
+                self._halt(exc, command)
+                for _, f, _, _ in batch[i:]:
+                    if not f.done():
+                        f.set_exception(EngineHalted(self.halt_reason or "engine halted"))
+                break
+            records.append((command, events))
+            all_events.extend(events)
+            rejected = bool(events) and isinstance(events[0], REJECTION_TYPES)
+            metrics.command(type(command).__name__, events[0].reason if rejected else "ok")
+            if after is None:
+                answers.append((fut, events, True, t0))
+            else:
+                try:
+                    answers.append((fut, after(engine, events), True, t0))
+                except Exception as exc:  # a bug in the service's snapshot code, not in the engine
+                    log.exception("answer for %r failed", command)
+                    answers.append((fut, exc, False, t0))
+        if records:
+            self.journal.append_batch(records)
+            self._count(all_events)
+            for sink in self.sinks:
+                try:
+                    sink(all_events)
+                except Exception:  # a sink must never stop the engine
+                    log.exception("event sink %r failed", sink)
+        now = time.perf_counter()
+        observe = metrics.command_latency.observe
+        for fut, result, ok, t0 in answers:
+            observe(now - t0)
+            if fut.done():  # the client went away (request cancelled)
+                continue
+            if ok:
+                fut.set_result(result)
+            else:
+                fut.set_exception(result)
+        metrics.batch_size.observe(len(batch))
+
+    def _count(self, events: list[Any]) -> None:
+        metrics = self.metrics
+        for event in events:
+            cls = type(event)
+            if cls is TradeExecuted:
+                metrics.per_symbol(metrics.trades, event.symbol)
+            elif cls is AccountLiquidated:
+                metrics.per_symbol(metrics.liquidations, event.symbol)
+            elif cls is PositionDeleveraged:
+                metrics.per_symbol(metrics.adl_fills, event.symbol)
+
+    def _halt(self, exc: BaseException, command: Command) -> None:
+        self.halted = True
+        self.halt_reason = f"engine halted: {type(exc).__name__}: {exc}"
+        self.metrics.engine_halted.set(1)
+        log.critical(
+            "ENGINE HALTED while applying %r; refusing all further commands", command, exc_info=exc
+        )
+        self._fail_pending(EngineHalted(self.halt_reason))
+
+    def _fail_pending(self, exc: EngineHalted) -> None:
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not _STOP and not item[1].done():
+                item[1].set_exception(exc)

@@ -1,0 +1,193 @@
+"""Public rendering of engine values and events: the one place integers become decimal strings.
+
+WebSocket messages, Redis stream entries and HTTP responses all go through here, so a price
+or an amount reads the same everywhere. Rules for event fields (engine name -> public name):
+
+- `*_ticks` -> price string without the suffix (`price_ticks` -> `price`,
+  `mark_price_ticks` -> `mark_price`), using the event's symbol's tick size;
+- `*_lots`  -> quantity string (`qty_lots` -> `qty`, `size_lots` -> `size`,
+  `position_after_lots` -> `position_after`); names that would read badly without the
+  suffix get `_qty` (`canceled_lots` -> `canceled_qty`, see `_RENAMES`);
+- `*_atoms` -> money string, exact to the atom (`amount_atoms` -> `amount`);
+- `*_e8`    -> decimal string (`bankruptcy_price_e8` -> `bankruptcy_price`);
+- everything else as is (ids and ranks stay JSON integers).
+
+`liquidation` and `adl` carry exactly the fields SPEC §8 names (`_EXACT_FIELDS`); their
+other engine fields (bankruptcy value, policy, ...) stay in the engine's own log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from engine import events as ev
+from engine.instruments import Instrument
+from engine.units import e8_to_str
+
+_RENAMES = {
+    "canceled_lots": "canceled_qty",
+    "filled_lots": "filled_qty",
+    "remaining_lots": "remaining_qty",
+    "taker_remaining_lots": "taker_remaining_qty",
+    "maker_remaining_lots": "maker_remaining_qty",
+    "book_filled_lots": "book_filled_qty",
+    "adl_lots": "adl_qty",
+}
+
+_EXACT_FIELDS: dict[type, tuple[str, ...]] = {
+    ev.AccountLiquidated: (
+        "account_id",
+        "symbol",
+        "qty",
+        "bankruptcy_price",
+        "mark_price",
+        "equity_before",
+        "insurance_fund_delta",
+    ),
+    ev.PositionDeleveraged: (
+        "symbol",
+        "liquidated_account_id",
+        "counterparty_account_id",
+        "side",
+        "qty",
+        "price",
+        "realized_pnl",
+        "position_after",
+        "rank",
+    ),
+}
+
+
+def price_str(inst: Instrument, ticks: int | None) -> str | None:
+    """Ticks as a decimal price string (None stays None)."""
+    return None if ticks is None else e8_to_str(ticks * inst.tick_size_e8)
+
+
+def qty_str(inst: Instrument, lots: int | None) -> str | None:
+    """Lots as a decimal quantity string (None stays None)."""
+    return None if lots is None else e8_to_str(lots * inst.lot_size_e8)
+
+
+def money_str(atoms: int) -> str:
+    """Quote atoms as an exact USD decimal string (`99503500000` -> `"995.035"`)."""
+    return e8_to_str(atoms)
+
+
+def e8_str(value_e8: int | None) -> str | None:
+    """An `_e8` fixed-point value as a decimal string (None stays None)."""
+    return None if value_e8 is None else e8_to_str(value_e8)
+
+
+# A converter per field: (public name, function(instrument, value) -> public value).
+Converter = tuple[str, Callable[[Instrument | None, Any], Any] | None]
+
+
+def _converter(field: str) -> Converter:
+    if field.endswith("_ticks"):
+        return field[
+            : -len("_ticks")
+        ], lambda inst, v: None if v is None else e8_to_str(v * inst.tick_size_e8)
+    if field.endswith("_lots"):
+        name = _RENAMES.get(field, field[: -len("_lots")])
+        return name, lambda inst, v: None if v is None else e8_to_str(v * inst.lot_size_e8)
+    if field.endswith("_atoms"):
+        return field[: -len("_atoms")], lambda _inst, v: None if v is None else e8_to_str(v)
+    if field.endswith("_e8"):
+        return field[: -len("_e8")], lambda _inst, v: None if v is None else e8_to_str(v)
+    return field, None
+
+
+def _plan(cls: type) -> tuple[tuple[int, str, Any], ...]:
+    """(index in the tuple, public name, converter or None) for every published field."""
+    exact = _EXACT_FIELDS.get(cls)
+    plan = []
+    for i, field in enumerate(cls._fields):  # type: ignore[attr-defined]
+        if field in ("seq", "ts_ns"):
+            continue
+        name, conv = _converter(field)
+        if exact is not None and name not in exact:
+            continue
+        plan.append((i, name, conv))
+    return tuple(plan)
+
+
+_PLANS: dict[type, tuple[tuple[int, str, Any], ...]] = {}
+
+
+class EventFormatter:
+    """Turns engine events into `{"type", "seq", "ts_ns", "data"}` with decimal strings."""
+
+    def __init__(self, instruments: dict[str, Instrument]) -> None:
+        self.instruments = instruments
+
+    def data(self, event: Any) -> dict[str, Any]:
+        """The event's public fields (no seq/ts_ns), decimals as strings."""
+        cls = type(event)
+        plan = _PLANS.get(cls)
+        if plan is None:
+            plan = _PLANS[cls] = _plan(cls)
+        symbol = getattr(event, "symbol", None)
+        inst = self.instruments.get(symbol) if symbol is not None else None
+        out: dict[str, Any] = {}
+        for i, name, conv in plan:
+            value = event[i]
+            out[name] = value if conv is None else conv(inst, value)
+        return out
+
+    def envelope(self, event: Any) -> dict[str, Any]:
+        """`{"type", "seq", "ts_ns", "data"}` for one event."""
+        return {
+            "type": event.TYPE,
+            "seq": event.seq,
+            "ts_ns": event.ts_ns,
+            "data": self.data(event),
+        }
+
+    def fill_for(self, trade: ev.TradeExecuted, account_id: int) -> dict[str, Any]:
+        """One side of a trade as the account that took part sees it (private channel)."""
+        inst = self.instruments[trade.symbol]
+        is_taker = trade.taker_account_id == account_id
+        taker_buys = trade.taker_side == "buy"
+        return {
+            "type": "fill",
+            "trade_id": trade.trade_id,
+            "order_id": trade.taker_order_id if is_taker else trade.maker_order_id,
+            "symbol": trade.symbol,
+            "side": ("buy" if taker_buys else "sell")
+            if is_taker
+            else ("sell" if taker_buys else "buy"),
+            "price": e8_to_str(trade.price_ticks * inst.tick_size_e8),
+            "qty": e8_to_str(trade.qty_lots * inst.lot_size_e8),
+            "fee": e8_to_str(trade.taker_fee_atoms if is_taker else trade.maker_fee_atoms),
+            "liquidity": "taker" if is_taker else "maker",
+            "remaining_qty": e8_to_str(
+                (trade.taker_remaining_lots if is_taker else trade.maker_remaining_lots)
+                * inst.lot_size_e8
+            ),
+        }
+
+    def public_trade(self, trade: ev.TradeExecuted) -> dict[str, Any]:
+        """A trade without account or order ids (public trades channel and REST)."""
+        inst = self.instruments[trade.symbol]
+        return {
+            "trade_id": trade.trade_id,
+            "symbol": trade.symbol,
+            "price": e8_to_str(trade.price_ticks * inst.tick_size_e8),
+            "qty": e8_to_str(trade.qty_lots * inst.lot_size_e8),
+            "taker_side": trade.taker_side,
+            "seq": trade.seq,
+            "ts_ns": trade.ts_ns,
+        }
+
+    def book(
+        self, symbol: str, bids: list[tuple[int, int]], asks: list[tuple[int, int]]
+    ) -> dict[str, Any]:
+        """`{symbol, bids: [[price, qty]], asks: [[price, qty]]}` from engine depth."""
+        inst = self.instruments[symbol]
+        tick, lot = inst.tick_size_e8, inst.lot_size_e8
+        return {
+            "symbol": symbol,
+            "bids": [[e8_to_str(p * tick), e8_to_str(q * lot)] for p, q in bids],
+            "asks": [[e8_to_str(p * tick), e8_to_str(q * lot)] for p, q in asks],
+        }

@@ -1,0 +1,61 @@
+"""Integration fixtures: a real redis-server and the real service in a subprocess.
+
+See tests/integration/helpers.py for what they start. `EXCHANGE_REDIS_URL`, when set, is
+used instead of a throwaway redis-server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration.helpers import ADMIN_TOKEN, Api, RedisServer, ServiceProcess
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"), os.environ.get("EXCHANGE_REDIS_URL"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def start_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Factory: start_service(**EXCHANGE_env) -> a running ServiceProcess (stopped at the end)."""
+    started: list[ServiceProcess] = []
+
+    def start(**env: str) -> ServiceProcess:
+        data = tmp_path_factory.mktemp("data")
+        full = {
+            "EXCHANGE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "EXCHANGE_DATA_DIR": str(data),
+            "EXCHANGE_LOG_LEVEL": "warning",
+            **{f"EXCHANGE_{k.upper()}": v for k, v in env.items()},
+        }
+        svc = ServiceProcess(full, data)
+        svc.start()
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop()
+
+
+@pytest.fixture(scope="session")
+def service(start_service: Any, redis_server: RedisServer) -> ServiceProcess:
+    """The shared service, publishing to the session's Redis."""
+    redis_server.clear_streams(0)
+    svc: ServiceProcess = start_service(
+        redis_url=redis_server.url_for_db(0), adl_quantile_interval_s="0.05", ws_heartbeat_s="1"
+    )
+    return svc
+
+
+@pytest.fixture(scope="session")
+def api(service: ServiceProcess) -> Api:
+    return Api(service)
