@@ -418,6 +418,24 @@ class AdlPolicyOut(BaseModel):
     policy: Literal["queue", "pro_rata"]
 
 
+class EngineStateOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"seq": 1234, "state_hash": "9f2c...", "journal_records": 1200, "fsync": "batch",
+                 "last_published_seq": 1234, "publish_backlog": 0}
+            ]
+        }
+    )
+
+    seq: int = Field(description="last event seq applied")
+    state_hash: str = Field(description="sha256 of the whole engine state (same after replay)")
+    journal_records: int = Field(description="commands journaled since this process started")
+    fsync: str
+    last_published_seq: int = Field(description="highest seq known to be in exchange:events (or kept in process)")
+    publish_backlog: int
+
+
 class CreatedAccountOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"account_id": 3, "api_key": "q2p0Yg...shown once"}]}

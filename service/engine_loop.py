@@ -8,9 +8,11 @@ Handlers `await engine_loop.submit(command, after)`. The task drains the queue i
 3. runs `after(engine, events)` right away, so a handler's answer (e.g. the order after
    matching) is a snapshot taken before any later command of the batch touches it.
 
-Then, once per batch: `journal.append_batch(records)` (durability: issue 5 — today a no-op
-`InMemoryJournal`), the events go to every sink (WebSocket hub, Redis publisher or the
-in-process ring; sinks never await), and only then are the futures resolved. Reads (GET
+Then, once per batch: `journal.append_batch(records)` writes (and, per EXCHANGE_FSYNC,
+fsyncs) the batch's commands, the events go to every sink (WebSocket hub, Redis publisher
+or the in-process ring; sinks never await), and only then are the futures resolved: no
+client hears of a command, and no event leaves the process, before it is journaled.
+Between batches a snapshot is written when one is due. Reads (GET
 routes) look at engine state directly from their handler: `apply` is synchronous and the
 event loop single-threaded, so a read always sees the state between two commands.
 
@@ -26,7 +28,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from engine.commands import Command
 from engine.engine import Engine
@@ -52,29 +54,14 @@ class EngineHalted(Exception):
         self.message = message
 
 
-class InMemoryJournal:
-    """Placeholder journal (durability: issue 5).
+class Journal(Protocol):
+    """What the engine loop needs from durability (service/storage/durable.py)."""
 
-    `append_batch` is called once per engine batch, before any event leaves the process and
-    before any client is answered, with `(stamped command, events)` records. The durable
-    journal will append and fsync them here; replaying the commands in order (with their
-    `ts_ns`) rebuilds the same state (`Engine.state_hash()`). This one keeps nothing but
-    counters.
-    """
+    def append_batch(self, records: Sequence[tuple[Command, list[Any]]]) -> None: ...
 
-    def __init__(self) -> None:
-        self.batches = 0
-        self.records = 0
-        self.last_seq = 0
+    def snapshot_due(self) -> bool: ...
 
-    def append_batch(self, records: Sequence[tuple[Command, list[Any]]]) -> None:
-        """Record one batch of applied commands (no-op today)."""
-        self.batches += 1
-        self.records += len(records)
-        for _, events in reversed(records):
-            if events:
-                self.last_seq = events[-1].seq
-                break
+    def snapshot(self, engine: Engine, published_seq: int | None = None) -> Any: ...
 
 
 _STOP = object()
@@ -87,13 +74,14 @@ class EngineLoop:
         self,
         engine: Engine,
         metrics: Metrics,
-        journal: InMemoryJournal | None = None,
+        journal: Journal,
         sinks: Sequence[Sink] = (),
         max_batch: int = 512,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
-        self.journal = journal if journal is not None else InMemoryJournal()
+        self.journal = journal
+        self.published_seq: Callable[[], int] = lambda: 0  # set by the runtime (snapshot pruning)
         self.sinks = list(sinks)
         self.max_batch = max_batch
         self.halted = False
@@ -197,7 +185,14 @@ class EngineLoop:
                     log.exception("answer for %r failed", command)
                     answers.append((fut, exc, False, t0))
         if records:
-            self.journal.append_batch(records)
+            try:
+                self.journal.append_batch(records)
+            except Exception as exc:  # not durable: nobody may hear of these commands
+                self._halt(exc, records[0][0])
+                for fut, _, _, _ in answers:
+                    if not fut.done():
+                        fut.set_exception(EngineHalted(self.halt_reason or "journal failed"))
+                return
             self._count(all_events)
             for sink in self.sinks:
                 try:
@@ -215,6 +210,13 @@ class EngineLoop:
             else:
                 fut.set_exception(result)
         metrics.batch_size.observe(len(batch))
+        if not self.halted and self.journal.snapshot_due():
+            try:
+                t0 = time.perf_counter()
+                path = self.journal.snapshot(engine, self.published_seq())
+                log.info("snapshot %s at seq %d in %.3fs", path, engine.seq, time.perf_counter() - t0)
+            except Exception:  # the journal still holds everything; retry at the next batch
+                log.exception("snapshot failed")
 
     def _count(self, events: list[Any]) -> None:
         metrics = self.metrics

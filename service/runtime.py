@@ -22,12 +22,13 @@ import logging
 import time
 
 from service.config import build_engine, load_engine_config
-from service.engine_loop import EngineLoop, InMemoryJournal
+from service.engine_loop import EngineLoop
 from service.format import EventFormatter
 from service.keys import KeyRegistry, RateLimiter
 from service.metrics import Metrics
 from service.publisher import MemoryEventStore, RedisPublisher
 from service.settings import Settings
+from service.storage.durable import DurableJournal
 from service.ws_hub import WsHub
 
 log = logging.getLogger("service")
@@ -39,7 +40,17 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started_ns = time.time_ns()
-        self.engine = build_engine(load_engine_config(settings.config))
+        config = load_engine_config(settings.config)
+        self.journal = DurableJournal(
+            settings.data_dir,
+            lambda: build_engine(config),
+            fsync=settings.fsync,
+            snapshot_every=settings.snapshot_every,
+            snapshot_interval_s=settings.snapshot_interval_s,
+        )
+        # Recovery: newest valid snapshot + journal replay; refuses to start on corruption.
+        self.recovered = self.journal.recover()
+        self.engine = self.recovered.engine
         self.metrics = Metrics()
         self.formatter = EventFormatter(self.engine.instruments)
         self.keys = KeyRegistry()
@@ -56,6 +67,8 @@ class Services:
                 maxlen=settings.stream_maxlen,
                 backlog_max=settings.publish_backlog,
                 batch=settings.publish_batch,
+                regenerate=self.journal.events_between,
+                head_seq=lambda: self.engine.seq,
             )
         else:
             self.publisher = MemoryEventStore(self.formatter, settings.memory_events_kept)
@@ -69,7 +82,6 @@ class Services:
             heartbeat_s=settings.ws_heartbeat_s,
             quantile_interval_s=settings.adl_quantile_interval_s,
         )
-        self.journal = InMemoryJournal()  # durability: issue 5
         self.loop = EngineLoop(
             self.engine,
             self.metrics,
@@ -77,6 +89,7 @@ class Services:
             sinks=(self.hub.on_events, self.publisher.enqueue),
             max_batch=settings.engine_batch,
         )
+        self.loop.published_seq = lambda: self.publisher.last_published_seq
         m = self.metrics
         m.gauge(
             "exchange_engine_queue_depth",
@@ -110,9 +123,11 @@ class Services:
                 s.memory_events_kept,
             )
         log.info(
-            "engine ready: %s; data dir %s (journal: in-memory placeholder, durability is issue 5)",
+            "engine ready at seq %d: %s; data dir %s, fsync=%s",
+            self.engine.seq,
             ", ".join(self.engine.symbols),
             s.data_dir,
+            s.fsync,
         )
         if s.gc_freeze:
             loop = asyncio.get_running_loop()
@@ -126,6 +141,9 @@ class Services:
     async def stop(self) -> None:
         timeout = self.settings.shutdown_timeout_s
         await self.loop.stop(timeout)
+        if not self.loop.halted:  # a clean stop: the next start needs no replay
+            self.journal.snapshot(self.engine, self.publisher.last_published_seq)
+        self.journal.close()
         await self.hub.stop()
         await self.publisher.stop(timeout)
         self.metrics.unwatch_gc()

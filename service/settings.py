@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,9 +24,12 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis for the event streams; unset: events stay in process"
     )
-    data_dir: Path = Field(
-        default=Path("./data"), description="journal and snapshots (durability: issue 5)"
+    data_dir: Path = Field(default=Path("./data"), description="journal and snapshots")
+    fsync: Literal["batch", "always", "off"] = Field(
+        default="batch", description="journal flush: one fsync per engine batch, per command, or none"
     )
+    snapshot_every: int = Field(default=100_000, ge=1, description="snapshot after this many journaled commands")
+    snapshot_interval_s: float = Field(default=300.0, gt=0, description="...or after this many seconds")
     config: Path | None = Field(
         default=None, description="TOML overriding instruments, fees, tiers, bands, marks"
     )

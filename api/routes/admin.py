@@ -21,6 +21,7 @@ from api.schemas import (
     BalanceOut,
     CreatedAccountOut,
     DepositRequest,
+    EngineStateOut,
     ErrorBody,
     InsuranceFundOut,
     MarkPriceOut,
@@ -140,3 +141,18 @@ async def get_account(
     if account_id == INSURANCE_FUND_ID or account_id not in services.engine.accounts:
         raise ApiError.reject(Reject.ACCOUNT_NOT_FOUND, f"account {account_id} does not exist")
     return json_response(account_body(services.engine, account_id))
+
+
+@router.get("/engine", response_model=EngineStateOut, responses=_ERRORS, summary="Engine seq, state hash, durability")
+async def engine_state(services: ServicesDep, _admin: AdminDep) -> Response:
+    """For operators and recovery checks: the state hash equals a replay of the data dir."""
+    return json_response(
+        {
+            "seq": services.engine.seq,
+            "state_hash": services.engine.state_hash(),
+            "journal_records": services.journal.records,
+            "fsync": services.settings.fsync,
+            "last_published_seq": services.publisher.last_published_seq,
+            "publish_backlog": services.publisher.backlog(),
+        }
+    )

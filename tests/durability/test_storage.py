@@ -212,3 +212,8 @@ def test_durable_journal_when_events_regenerated_they_equal_the_original_events(
     # once the publisher has passed the snapshot, segments behind it may go
     dj.prune(published_seq=live.seq)
     assert dj.events_between(original[-10].seq, live.seq) == [e for e in original if e.seq > original[-10].seq]
+
+
+def test_codec_when_amount_beyond_64_bits_round_trips_exactly() -> None:
+    cmd = c.Withdraw(1, 10**20 + 1, ts_ns=5)
+    assert decode_command(encode_command(cmd)) == cmd

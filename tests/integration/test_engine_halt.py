@@ -8,6 +8,7 @@ that state.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from engine.errors import InvariantViolation
 from service.engine_loop import EngineHalted, EngineLoop
 from service.metrics import Metrics
 from service.settings import Settings
+from service.storage.durable import DurableJournal
 
 ADMIN = {"X-Admin-Token": "halt-admin"}
 POISON_ATOMS = 1_337_000_000  # a deposit of 13.37 trips the injected fault
@@ -76,10 +78,11 @@ async def test_engine_when_apply_raises_halts_and_answers_503_everywhere(tmp_pat
             ]
 
 
-async def test_engine_loop_when_a_command_in_a_batch_raises_answers_earlier_ones_and_fails_the_rest() -> (
-    None
-):
-    engine = Engine()
+async def test_engine_loop_when_a_command_in_a_batch_raises_answers_earlier_ones_and_fails_the_rest(
+    tmp_path: Path,
+) -> None:
+    journal = DurableJournal(tmp_path, Engine, fsync="off")
+    engine = journal.recover().engine
     original = engine.apply
 
     def faulty(command: Any) -> Any:
@@ -89,7 +92,7 @@ async def test_engine_loop_when_a_command_in_a_batch_raises_answers_earlier_ones
 
     engine.apply = faulty  # type: ignore[method-assign]
     published: list[Any] = []
-    loop = EngineLoop(engine, Metrics(), sinks=[published.extend])
+    loop = EngineLoop(engine, Metrics(), journal=journal, sinks=[published.extend])
     loop.start()
     tasks = [
         asyncio.create_task(loop.submit(CreateAccount("h"))),
