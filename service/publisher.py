@@ -17,9 +17,9 @@ Guarantees and known limits:
   the publisher reads the last id of each stream (`XREVRANGE + - COUNT 1`) and skips events
   whose seq is <= it, so a retry or a restart never duplicates an entry; Redis itself also
   refuses ids <= the stream's top, and such refusals are treated as "already there".
-- Without a journal (issue 5) a restarted service starts again at seq 1; if the streams
-  already hold higher ids, the new events are skipped as duplicates. The publisher logs an
-  error when it sees that.
+- A service started on an empty data dir against streams that already hold higher ids
+  (an old Redis, a wiped data dir) starts again at seq 1; its events would be refused as
+  duplicates. The publisher logs an error when it sees that.
 
 Without `EXCHANGE_REDIS_URL`, `MemoryEventStore` keeps the last events in a ring
 (`memory_events_kept`), formatted on demand by `entries()` (used by in-process tests).
@@ -247,7 +247,7 @@ class RedisPublisher:
         ):
             log.error(
                 "publisher: %s already holds ids up to %d but this engine is at seq %d; "
-                "events up to %d will be skipped as duplicates (a restart without a journal, issue 5)",
+                "events up to %d will be skipped as duplicates (a new data dir against an old Redis?)",
                 EVENTS_STREAM,
                 ev_seq,
                 head,

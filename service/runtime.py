@@ -56,7 +56,7 @@ class Services:
         self.keys = KeyRegistry()
         self.keys.rebuild(
             self.engine
-        )  # after a recovery (issue 5), rebuild from the recovered engine
+        )  # keys live in the (recovered) engine state
         self.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
         self.publisher: RedisPublisher | MemoryEventStore
         if settings.redis_url:
