@@ -20,6 +20,7 @@ import contextlib
 import os
 import random
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -308,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"service at {url} (admin token {token}); API docs at {url}/docs", flush=True)
             await run(url, token, args.seconds, args.crash, args.seed, args.tick)
 
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # unwinds asyncio.run, so the service it started is stopped too
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         asyncio.run(go())
     except KeyboardInterrupt:
