@@ -85,5 +85,9 @@ def test_readme_when_sandbox_command_runs_serves_healthz_and_a_live_book(tmp_pat
             subprocess.run(["sleep", "0.1"], check=True)
         assert book.get("bids") and book.get("asks"), book
     finally:
-        proc.terminate()
-        proc.wait(20)
+        proc.terminate()  # the demo stops the service it started, then exits
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
