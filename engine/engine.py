@@ -714,6 +714,8 @@ class Engine:
                 acct = self.accounts[aid]
                 self._index_stale.add(aid)
                 if not acct.positions:
+                    if acct.wallet_atoms < 0:
+                        self._cover_negative_balance(acct)
                     continue
                 eq = equity_atoms(acct, self.instruments, self.marks)
                 mm = maintenance_atoms(acct, self.instruments, self.marks)
@@ -727,6 +729,20 @@ class Engine:
             candidates = self._dirty
             self._dirty = set()
         self._dirty.clear()
+
+    def _cover_negative_balance(self, acct: Account) -> None:
+        """A flat account left below zero (ADL at a cross-margin bankruptcy price beyond the
+        mark can do that): the insurance fund pays the deficit as far as its balance goes, as
+        for any bankruptcy loss. What the fund cannot pay stays as the account's debt."""
+        fund = self.insurance_fund
+        paid = min(-acct.wallet_atoms, fund.wallet_atoms)
+        if paid <= 0:
+            return
+        fund.wallet_atoms -= paid
+        acct.wallet_atoms += paid
+        self._touch(acct.account_id)
+        self._emit(ev.InsuranceFundChanged, fund.wallet_atoms, -paid, "negative_balance", acct.account_id, None)
+        self._emit(ev.NegativeBalanceCovered, acct.account_id, paid, acct.wallet_atoms)
 
     def _maybe_liquidate(self, acct: Account) -> None:
         """Liquidate `acct` if it is (still) below maintenance."""

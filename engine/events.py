@@ -47,6 +47,15 @@ class InsuranceFundChanged(NamedTuple):
     TYPE = "insurance_fund_changed"
 
 
+class NegativeBalanceCovered(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int
+    amount_atoms: int  # paid by the insurance fund
+    wallet_balance_atoms: int  # the account's wallet after it (< 0 if the fund ran out)
+    TYPE = "negative_balance_covered"
+
+
 class MarkPriceChanged(NamedTuple):
     seq: int
     ts_ns: int
@@ -216,6 +225,7 @@ Event = (
     | DepositMade
     | WithdrawalMade
     | InsuranceFundChanged
+    | NegativeBalanceCovered
     | MarkPriceChanged
     | LeverageChanged
     | AdlPolicyChanged

@@ -65,6 +65,7 @@ _ACCOUNT_EVENTS = (
     ev.DepositMade,
     ev.WithdrawalMade,
     ev.LeverageChanged,
+    ev.NegativeBalanceCovered,
 )
 _BOOK_EVENTS = (ev.OrderAccepted, ev.OrderCanceled, ev.OrderAmended, ev.TradeExecuted)
 

@@ -1,0 +1,673 @@
+"""Risk, liquidation and ADL under random command sequences (SPEC §3, §4, §5, §6, §7, §8).
+
+A Hypothesis state machine with a well-funded market maker (a quote ladder on both symbols),
+a few traders with small to large deposits, some opened at high leverage, and every kind of
+command: deposits, withdrawals, orders of all types (GTC / IOC / FOK / market / post-only /
+reduce-only take-profits, every STP mode, client order ids that collide), cancels, amends,
+leverage changes, insurance-fund top-ups, ADL policy switches, and mark moves from small
+drifts to crashes and squeezes of up to 25-40% against the traders' positions, so that
+liquidations (in the book, by ADL, or both) happen in a good share of runs.
+
+After EVERY command (`_do`) it asserts:
+- `engine.check_invariants()` and gap-free increasing `seq`s over the whole run (`EventLog`);
+- no account with a position is below maintenance, with `engine.risk.equity_atoms` /
+  `maintenance_atoms`, and the same numbers recomputed from SPEC §2/§3 with exact fractions;
+- a rejection is one event and changed nothing (`public_fingerprint`);
+- a place or amend is accepted or refused for margin exactly as SPEC §3's pre-trade check,
+  recomputed from the state before the command, says;
+- after a mark move, the accounts below maintenance are liquidated in SPEC §5 order
+  (lowest equity / maintenance first, ties by account id);
+- the events tell the whole story: wallets, positions and open orders rebuilt from the event
+  stream alone equal the engine's state; conservation recomputed from events (deposits,
+  top-ups, withdrawals, trade fees) holds to the atom; sizes sum to zero; insurance-fund
+  deltas add up to the fund's balance change;
+- every fee is the SPEC rate rounded up, the fund pays none and never rests an order, and
+  its closing IOC is never more than the liquidation band from the mark against the fund;
+- reduce-only orders never increase or flip a position;
+- a DUPLICATE_CLIENT_ORDER_ID rejection names the original order;
+- every `liquidation` leaves the account flat at wallet 0 with no open orders, and its ADL
+  fills add up to its `adl_lots`, ranked 1, 2, 3, ... under the queue policy.
+
+A separate rule compares the engine's ADL ranking and quantiles with SPEC §6 recomputed from
+scratch. Plain tests at the end cover cross-margin bankruptcies whose ADL hurts the
+counterparty (cascades), which random runs rarely build.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from exchange_harness import (
+    SPEC_FEE_PPM,
+    EventLog,
+    public_fingerprint,
+    rejection_of,
+    scaled,
+    spec_adl_order,
+    spec_equity_atoms,
+    spec_liquidation_order,
+    spec_maintenance_atoms,
+    spec_notional_atoms,
+    spec_order_passes_margin,
+    usd_atoms,
+)
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from engine import commands as c
+from engine import events as ev
+from engine.engine import Engine
+from engine.risk import available_atoms, equity_atoms, maintenance_atoms
+
+BTC, ETH = "BTC-PERP", "ETH-PERP"
+SYMBOLS = st.sampled_from([BTC, ETH])
+MARK0 = {BTC: 300_000, ETH: 200_000}  # $30,000.0 and $2,000.00
+SIDES = st.sampled_from([c.BUY, c.SELL])
+STPS = st.sampled_from(list(c.STP_MODES))
+N_TRADERS = 4
+WHO = st.integers(0, N_TRADERS)  # 0 = market maker, 1.. = traders
+DEPOSITS_USD = st.sampled_from([30, 100, 300, 1_000, 5_000, 50_000])
+SMALL_MOVES_PPM = st.integers(-15_000, 15_000)
+BIG_MOVES_PPM = st.sampled_from([-400_000, -250_000, -150_000, -80_000, -40_000, 40_000, 80_000, 150_000, 300_000])
+ORDER_KINDS = st.sampled_from(["gtc", "gtc", "ioc", "fok", "market", "market", "market_fok", "post_only"])
+# Hypothesis draws (and shrinks towards) the first elements more often: the risky ones first.
+LEVERAGES = st.sampled_from([50, 20, 25, 10])
+SIZE_PCTS = st.sampled_from([100, 90, 60, 30])
+SHOCKS_PPM = st.sampled_from([100_000, 25_000, 250_000, 50_000, 15_000, 8_000])
+CLIENT_IDS = st.none() | st.sampled_from(["a", "b", "c"])
+# The market maker's opening quotes: (symbol, side, basis points away from the mark).
+LADDER_QTYS = st.sampled_from([100, 30, 300, 5, 0, 0])  # lots; x10 for the two levels nearest the mark
+LADDER = [(sym, side, bp) for sym in (BTC, ETH) for side in (c.BUY, c.SELL) for bp in (2, 10, 50, 150, 400, 800, 1200)]
+
+RISK_SETTINGS = settings(
+    max_examples=scaled(200),
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+# What the runs reached, over the whole session (read by the reachability test).
+REACHED: Counter[str] = Counter()
+
+
+def _sign(x: int) -> int:
+    return (x > 0) - (x < 0)
+
+
+class RiskMachine(RuleBasedStateMachine):
+    """Accounts, marks, orders, liquidations and ADL, checked after every command."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.engine = Engine()
+        self.log = EventLog(self.engine)
+        # state rebuilt from events alone
+        self.deposited = 0
+        self.withdrawn = 0
+        self.topped_up = 0
+        self.fees = 0
+        self.wallet_seen: dict[int, int] = {0: 0}
+        self.position_seen: dict[tuple[int, str], tuple[int, int]] = {}
+        self.order_seen: dict[int, tuple[int, int]] = {}  # order_id -> (account_id, remaining lots)
+        self.reduce_only_ids: set[int] = set()
+        self.client_ids_seen: dict[tuple[int, str], int] = {}
+        self.ever_placed: list[tuple[int, int]] = []  # (account_id, order_id)
+        self.run_counts: Counter[str] = Counter()
+        self.account_ids: list[int] = []
+        for sym, mark in MARK0.items():
+            self._do(c.SetMarkPrice(sym, mark))
+        self.marks = dict(MARK0)
+
+    # -- setup ---------------------------------------------------------------------------
+
+    @initialize(
+        trader_deposits=st.lists(DEPOSITS_USD, min_size=N_TRADERS, max_size=N_TRADERS),
+        fund_usd=st.sampled_from([0, 0, 50, 1_000, 100_000]),
+        policies=st.tuples(st.sampled_from(list(c.ADL_POLICIES)), st.sampled_from(list(c.ADL_POLICIES))),
+        ladder_qtys=st.lists(LADDER_QTYS, min_size=len(LADDER), max_size=len(LADDER)),
+        positions=st.lists(
+            st.tuples(st.integers(1, N_TRADERS), SYMBOLS, SIDES, LEVERAGES, SIZE_PCTS),
+            min_size=1,
+            max_size=N_TRADERS,
+        ),
+    )
+    def open_accounts(self, trader_deposits: list[int], fund_usd: int, policies: tuple[str, str],
+                      ladder_qtys: list[int],
+                      positions: list[tuple[int, str, str, int, int]]) -> None:
+        """A market maker with a quote ladder, funded traders, some already in levered positions."""
+        for usd in [5_000_000, *trader_deposits]:
+            (created,) = self._do(c.CreateAccount())
+            self.account_ids.append(created.account_id)
+            self._do(c.Deposit(created.account_id, usd_atoms(usd)))
+        if fund_usd:
+            self._do(c.TopUpInsuranceFund(usd_atoms(fund_usd)))
+        for sym, policy in zip(MARK0, policies, strict=True):
+            if policy != c.ADL_QUEUE:
+                self._do(c.SetAdlPolicy(sym, policy))
+        for (sym, side, offset_bp), qty in zip(LADDER, ladder_qtys, strict=True):
+            if qty:
+                self.mm_quote(sym, side, offset_bp, qty * (10 if offset_bp <= 10 else 1))
+        for who, sym, side, lev, pct in positions:
+            self.open_levered(who, sym, side, lev, pct)
+        self.run_counts["positions after setup"] = sum(
+            len(a.positions) for aid, a in self.engine.accounts.items() if aid
+        )
+
+    # -- the checked step ----------------------------------------------------------------
+
+    def _do(self, command: Any) -> list[Any]:
+        """Apply one command (stamped with the next ts) and run every per-command check."""
+        command = type(command)(**{**_fields(command), "ts_ns": self.log.next_ts()})
+        before = public_fingerprint(self.engine)
+        fund_before = self.engine.insurance_fund.wallet_atoms
+        margin_ok = self._spec_margin_verdict(command)
+        liquidation_order = self._spec_liquidation_order_after(command)
+        events = self.log.apply(command)  # seq continuity + check_invariants()
+        reason = rejection_of(events)
+        if reason is not None:
+            assert public_fingerprint(self.engine) == before, f"rejection {reason} changed state"
+            self.run_counts["rejection:" + reason] += 1
+        if margin_ok is not None and reason in (None, "INSUFFICIENT_MARGIN"):
+            assert margin_ok == (reason is None), f"SPEC §3 pre-trade check says {margin_ok}, engine {reason}"
+        if liquidation_order is not None:
+            first_seen = list(dict.fromkeys(e.account_id for e in events if isinstance(e, ev.AccountLiquidated)))
+            initially_below = [aid for aid in first_seen if aid in liquidation_order]
+            assert initially_below == [aid for aid in liquidation_order if aid in initially_below], (
+                f"liquidated in order {first_seen}, SPEC §5 order {liquidation_order}"
+            )
+        self._replay_events(events, fund_before)
+        self._check_nobody_below_maintenance()
+        self._check_conservation_from_events()
+        for e in events:
+            self.run_counts[e.TYPE] += 1
+            if isinstance(e, ev.PositionDeleveraged):
+                self.run_counts["adl:" + e.policy] += 1
+        return events
+
+    def _spec_margin_verdict(self, command: Any) -> bool | None:
+        """For a place or amend: whether SPEC §3 lets it through (None when not applicable)."""
+        engine = self.engine
+        if isinstance(command, c.PlaceOrder):
+            acct = engine.accounts.get(command.account_id)
+            if acct is None or command.symbol not in engine.marks or command.qty_lots <= 0:
+                return None
+            qty = command.qty_lots
+            if command.reduce_only:
+                size = acct.size(command.symbol)
+                qty = min(qty, abs(size))
+            buy = command.side == c.BUY
+            return spec_order_passes_margin(engine, acct.account_id, command.symbol, qty if buy else 0, 0 if buy else qty)
+        if isinstance(command, c.AmendOrder):
+            acct = engine.accounts.get(command.account_id)
+            order = acct.open_orders.get(command.order_id) if acct is not None else None
+            if order is None or command.qty_lots is None or order.reduce_only:
+                return None
+            delta = command.qty_lots - order.filled_lots - order.remaining_lots
+            buy = order.side == c.BUY
+            return spec_order_passes_margin(engine, acct.account_id, order.symbol, delta if buy else 0, 0 if buy else delta)
+        return None
+
+    def _spec_liquidation_order_after(self, command: Any) -> list[int] | None:
+        """For a mark move: who is below maintenance at the new mark, in SPEC §5 order."""
+        if not isinstance(command, c.SetMarkPrice) or command.symbol not in self.engine.marks:
+            return None
+        old = self.engine.marks[command.symbol]
+        self.engine.marks[command.symbol] = command.price_ticks  # what-if, restored at once
+        try:
+            return spec_liquidation_order(self.engine)
+        finally:
+            self.engine.marks[command.symbol] = old
+
+    def _replay_events(self, events: list[Any], fund_before: int) -> None:
+        """Rebuild wallets / positions / open orders from the events and check them against the engine."""
+        sizes = {k: v[0] for k, v in self.position_seen.items()}
+        pending_reduce: dict[tuple[int, str], int] = {}
+        fund_delta = 0
+        adl_lots: Counter[tuple[int, str]] = Counter()
+        adl_ranks: dict[tuple[int, str], list[tuple[str, int]]] = {}
+        liquidated: set[int] = set()
+        deleveraged: set[int] = set()
+        for e in events:
+            if isinstance(e, ev.DepositMade):
+                self.deposited += e.amount_atoms
+                self.wallet_seen[e.account_id] = e.wallet_balance_atoms
+            elif isinstance(e, ev.WithdrawalMade):
+                self.withdrawn += e.amount_atoms
+                self.wallet_seen[e.account_id] = e.wallet_balance_atoms
+            elif isinstance(e, ev.AccountCreated):
+                self.wallet_seen[e.account_id] = 0
+            elif isinstance(e, ev.InsuranceFundChanged):
+                if e.reason == "top_up":
+                    self.topped_up += e.delta_atoms
+                fund_delta += e.delta_atoms
+                self.wallet_seen[0] = e.balance_atoms
+            elif isinstance(e, ev.NegativeBalanceCovered):
+                self.wallet_seen[e.account_id] = e.wallet_balance_atoms
+            elif isinstance(e, ev.OrderAccepted):
+                self.order_seen[e.order_id] = (e.account_id, e.qty_lots)
+                if e.client_order_id is not None:
+                    assert (e.account_id, e.client_order_id) not in self.client_ids_seen
+                    self.client_ids_seen[(e.account_id, e.client_order_id)] = e.order_id
+                if e.account_id == 0:
+                    # The fund's closing IOC never goes more than the 10% liquidation band from the
+                    # mark *against the fund* (SPEC §5.3). It may sit beyond the band on its own
+                    # side: a bankruptcy price it cannot afford to improve on can be far from mark.
+                    mark = self.engine.marks[e.symbol]
+                    assert e.time_in_force == c.IOC and e.price_ticks is not None
+                    if e.side == c.SELL:
+                        assert e.price_ticks >= mark * 9 / 10, (e, mark)
+                    else:
+                        assert e.price_ticks <= mark * 11 / 10, (e, mark)
+                if e.reduce_only:
+                    self.reduce_only_ids.add(e.order_id)
+                if e.account_id:
+                    self.ever_placed.append((e.account_id, e.order_id))
+            elif isinstance(e, ev.OrderRejected) and e.reason == "DUPLICATE_CLIENT_ORDER_ID":
+                # SPEC §4: the rejection names the original order, so a client may retry safely
+                assert self.client_ids_seen[(e.account_id, e.client_order_id)] == e.order_id
+            elif isinstance(e, ev.OrderCanceled):
+                self.order_seen.pop(e.order_id)
+            elif isinstance(e, ev.OrderAmended):
+                self.order_seen[e.order_id] = (e.account_id, e.remaining_lots)
+            elif isinstance(e, ev.TradeExecuted):
+                self.fees += e.taker_fee_atoms + e.maker_fee_atoms
+                notional = spec_notional_atoms(e.symbol, e.qty_lots, e.price_ticks)
+                assert e.maker_fee_atoms == _ceil(notional * SPEC_FEE_PPM["maker"] / 10**6)
+                taker_fee = 0 if e.taker_account_id == 0 else _ceil(notional * SPEC_FEE_PPM["taker"] / 10**6)
+                assert e.taker_fee_atoms == taker_fee, e
+                assert e.maker_account_id != 0, "the insurance fund never rests an order"
+                for oid, aid, left in (
+                    (e.maker_order_id, e.maker_account_id, e.maker_remaining_lots),
+                    (e.taker_order_id, e.taker_account_id, e.taker_remaining_lots),
+                ):
+                    self.order_seen[oid] = (aid, left)
+                    if not left:
+                        del self.order_seen[oid]
+                    if oid in self.reduce_only_ids:
+                        pending_reduce[(aid, e.symbol)] = sizes.get((aid, e.symbol), 0)
+            elif isinstance(e, ev.PositionChanged):
+                key = (e.account_id, e.symbol)
+                if e.reason == "trade" and key in pending_reduce:
+                    was = pending_reduce.pop(key)
+                    now = e.size_lots
+                    assert was != 0 and abs(now) < abs(was) and _sign(now) in (0, _sign(was)), (
+                        f"reduce-only fill took account {e.account_id} from {was} to {now} lots"
+                    )
+                sizes[key] = e.size_lots
+                self.position_seen[key] = (e.size_lots, e.entry_value_atoms)
+                self.wallet_seen[e.account_id] = e.wallet_balance_atoms
+            elif isinstance(e, ev.PositionDeleveraged):
+                assert e.qty_lots > 0
+                deleveraged.add(e.counterparty_account_id)
+                assert e.counterparty_account_id not in (0, e.liquidated_account_id)
+                adl_lots[(e.liquidated_account_id, e.symbol)] += e.qty_lots
+                adl_ranks.setdefault((e.liquidated_account_id, e.symbol), []).append((e.policy, e.rank))
+            elif isinstance(e, ev.AccountLiquidated):
+                key = (e.account_id, e.symbol)
+                assert adl_lots.pop(key, 0) == e.adl_lots
+                assert e.book_filled_lots + e.adl_lots == abs(e.qty_lots)
+                ranks = adl_ranks.pop(key, [])
+                if ranks and ranks[0][0] == c.ADL_QUEUE:
+                    assert [r for _, r in ranks] == list(range(1, len(ranks) + 1)), ranks
+                if e.account_id in liquidated:
+                    self.run_counts["multi-symbol liquidation"] += 1
+                if e.account_id in deleveraged:
+                    self.run_counts["cascade: ADL counterparty liquidated"] += 1
+                if e.book_filled_lots:
+                    self.run_counts["liquidation filled in the book"] += 1
+                if e.book_filled_lots and e.adl_lots:
+                    self.run_counts["liquidation split book + ADL"] += 1
+                if e.equity_before_atoms < 0:
+                    self.run_counts["bankrupt liquidation"] += 1
+                liquidated.add(e.account_id)
+        assert not adl_lots, f"ADL fills without a liquidation event: {adl_lots}"
+        assert not pending_reduce
+        # the fund's balance moves only through insurance_fund_changed events
+        assert self.engine.insurance_fund.wallet_atoms - fund_before == fund_delta
+        # everything rebuilt from events equals the engine's state
+        for aid, acct in self.engine.accounts.items():
+            assert self.wallet_seen.get(aid) == acct.wallet_atoms, f"account {aid} wallet changed silently"
+            for sym in MARK0:
+                pos = acct.positions.get(sym)
+                actual = (pos.size_lots, pos.entry_value_atoms) if pos else (0, 0)
+                assert self.position_seen.get((aid, sym), (0, 0)) == actual, f"account {aid} {sym} position"
+            open_seen = {oid: left for oid, (owner, left) in self.order_seen.items() if owner == aid}
+            assert open_seen == {oid: o.remaining_lots for oid, o in acct.open_orders.items()}, aid
+        for aid in liquidated:
+            acct = self.engine.accounts[aid]
+            assert not acct.positions and not acct.open_orders and acct.wallet_atoms == 0
+
+    def _check_nobody_below_maintenance(self) -> None:
+        for aid, acct in self.engine.accounts.items():
+            if aid and not acct.positions and acct.wallet_atoms < 0:
+                # Reachable through ADL at a bankruptcy price beyond the mark (see
+                # test_adl_when_it_closes_a_counterparty_flat_at_a_loss_...): counted, reported.
+                self.run_counts["flat account left with a negative wallet"] += 1
+            if aid == 0 or not acct.positions:
+                continue
+            eq = equity_atoms(acct, self.engine.instruments, self.engine.marks)
+            mm = maintenance_atoms(acct, self.engine.instruments, self.engine.marks)
+            spec_eq = spec_equity_atoms(self.engine, aid)
+            spec_mm = spec_maintenance_atoms(self.engine, aid)
+            assert eq == spec_eq, (aid, eq, spec_eq)
+            assert spec_mm <= mm < spec_mm + 1, (aid, mm, spec_mm)  # MM rounded up to the atom
+            assert eq >= mm, f"account {aid} left below maintenance: equity {eq} < MM {mm}"
+
+    def _check_conservation_from_events(self) -> None:
+        held = 0
+        sizes: Counter[str] = Counter()
+        for acct in self.engine.accounts.values():
+            held += acct.wallet_atoms - sum(p.entry_value_atoms for p in acct.positions.values())
+            for sym, p in acct.positions.items():
+                sizes[sym] += p.size_lots
+        assert held + self.fees == self.deposited + self.topped_up - self.withdrawn
+        assert all(v == 0 for v in sizes.values()), sizes
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _aid(self, who: int) -> int:
+        return self.account_ids[who]
+
+    def _trader_positions(self, side: int) -> list[tuple[int, str]]:
+        """(account, symbol) of the traders' (not the market maker's) positions of that sign."""
+        return sorted(
+            (aid, sym)
+            for aid in self.account_ids[1:]
+            for sym, pos in self.engine.accounts[aid].positions.items()
+            if (pos.size_lots > 0) == (side > 0)
+        )
+
+    def _price(self, sym: str, offset_bp: int) -> int:
+        return max(1, self.marks[sym] * (10_000 + offset_bp) // 10_000)
+
+    def _place(self, aid: int, sym: str, side: str, qty: int, kind: str, price: int,
+               reduce_only: bool = False, stp: str = c.STP_CANCEL_TAKER, coid: str | None = None) -> list[Any]:
+        if kind in ("market", "market_fok"):
+            tif = c.FOK if kind == "market_fok" else c.GTC
+            cmd = c.PlaceOrder(aid, sym, side, qty, None, c.MARKET, tif, reduce_only=reduce_only, stp=stp,
+                               client_order_id=coid)
+        else:
+            tif = {"gtc": c.GTC, "ioc": c.IOC, "fok": c.FOK, "post_only": c.GTC}[kind]
+            cmd = c.PlaceOrder(aid, sym, side, qty, price, c.LIMIT, tif, post_only=kind == "post_only",
+                               reduce_only=reduce_only, stp=stp, client_order_id=coid)
+        return self._do(cmd)
+
+    # -- rules: liquidity ----------------------------------------------------------------
+
+    @precondition(lambda self: bool(self.account_ids))
+    @rule(sym=SYMBOLS, side=SIDES, offset_bp=st.integers(1, 1500), qty=st.integers(1, 300))
+    def mm_quote(self, sym: str, side: str, offset_bp: int, qty: int) -> None:
+        """The market maker rests a bid below or an ask above the mark."""
+        price = self._price(sym, -offset_bp if side == c.BUY else offset_bp)
+        self._place(self._aid(0), sym, side, qty, "gtc", price)
+
+    @precondition(lambda self: bool(self.account_ids))
+    @rule(sym=SYMBOLS)
+    def mm_pull(self, sym: str) -> None:
+        """The market maker cancels all its quotes in a symbol (books run dry: ADL territory)."""
+        self._do(c.CancelAllOrders(self._aid(0), sym))
+
+    # -- rules: trading ------------------------------------------------------------------
+
+    @precondition(lambda self: bool(self.account_ids))
+    @rule(who=WHO, sym=SYMBOLS, side=SIDES, kind=ORDER_KINDS, offset_bp=st.integers(-300, 300),
+          qty=st.integers(1, 300), reduce_only=st.sampled_from([False, False, True]), stp=STPS, coid=CLIENT_IDS)
+    def place(self, who: int, sym: str, side: str, kind: str, offset_bp: int, qty: int, reduce_only: bool,
+              stp: str, coid: str | None) -> None:
+        self._place(self._aid(who), sym, side, qty, kind, self._price(sym, offset_bp), reduce_only, stp, coid)
+
+    @precondition(lambda self: bool(self.account_ids))
+    @rule(who=st.integers(1, N_TRADERS), sym=SYMBOLS, side=SIDES, lev=LEVERAGES, pct=SIZE_PCTS)
+    def open_levered(self, who: int, sym: str, side: str, lev: int, pct: int) -> None:
+        """A trader sets high leverage and takes (IOC, at most 0.3% through the mark) a position
+        worth `pct`% of what it can afford."""
+        aid = self._aid(who)
+        self._do(c.SetLeverage(aid, sym, lev))
+        acct = self.engine.accounts[aid]
+        avail = available_atoms(acct, self.engine.instruments, self.engine.marks)
+        lot_atoms = int(spec_notional_atoms(sym, 1, self.marks[sym]))
+        qty = avail * lev * pct // (100 * lot_atoms)
+        if qty > 0:
+            self._place(aid, sym, side, qty, "ioc", self._price(sym, 30 if side == c.BUY else -30))
+
+    @precondition(lambda self: bool(self._trader_positions(1) or self._trader_positions(-1)))
+    @rule(data=st.data(), offset_bp=st.integers(1, 200), extra_lots=st.sampled_from([0, 0, 50]),
+          close_pct=st.sampled_from([50, 0, 90]), sweep=st.booleans())
+    def take_profit(self, data: st.DataObject, offset_bp: int, extra_lots: int, close_pct: int, sweep: bool) -> None:
+        """A trader rests a reduce-only take-profit for its whole position (or more: it is cut),
+        maybe closes part of the position by hand, then maybe the market maker sweeps the book
+        through the take-profit's price with more than is left to reduce."""
+        held = self._trader_positions(1) + self._trader_positions(-1)
+        aid, sym = data.draw(st.sampled_from(sorted(held)), label="position")
+        size = self.engine.accounts[aid].positions[sym].size_lots
+        side = c.SELL if size > 0 else c.BUY
+        price = self._price(sym, offset_bp if size > 0 else -offset_bp)
+        self._place(aid, sym, side, abs(size) + extra_lots, "gtc", price, reduce_only=True)
+        if close_pct and abs(size) * close_pct // 100:
+            self._place(aid, sym, side, abs(size) * close_pct // 100, "ioc", self._price(sym, -300 if size > 0 else 300))
+        if sweep:
+            mm_side = c.BUY if side == c.SELL else c.SELL
+            self._place(self._aid(0), sym, mm_side, 2 * abs(size) + 1, "ioc", price, stp=c.STP_CANCEL_MAKER)
+
+    @precondition(lambda self: bool(self.ever_placed))
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        aid, oid = data.draw(st.sampled_from(self.ever_placed), label="order")
+        self._do(c.CancelOrder(aid, oid))
+
+    @precondition(lambda self: bool(self.account_ids))
+    @rule(who=WHO, sym=st.none() | SYMBOLS)
+    def cancel_all(self, who: int, sym: str | None) -> None:
+        self._do(c.CancelAllOrders(self._aid(who), sym))
+
+    @precondition(lambda self: bool(self.ever_placed))
+    @rule(data=st.data(), offset_bp=st.none() | st.integers(-300, 300), qty=st.none() | st.integers(1, 400))
+    def amend(self, data: st.DataObject, offset_bp: int | None, qty: int | None) -> None:
+        aid, oid = data.draw(st.sampled_from(self.ever_placed), label="order")
+        order = self.engine.find_order(aid, oid)
+        price = None if offset_bp is None or order is None else self._price(order.symbol, offset_bp)
+        self._do(c.AmendOrder(aid, oid, price, qty))
+
+    # -- rules: money and settings -------------------------------------------------------
+
+    @precondition(lambda self: bool(self.account_ids))
+    @rule(who=WHO, usd=DEPOSITS_USD)
+    def deposit(self, who: int, usd: int) -> None:
+        self._do(c.Deposit(self._aid(who), usd_atoms(usd)))
+
+    @precondition(lambda self: bool(self.account_ids))
+    @rule(who=WHO, pct=st.sampled_from([10, 50, 100, 101]), extra_atoms=st.sampled_from([0, 0, 1]))
+    def withdraw(self, who: int, pct: int, extra_atoms: int) -> None:
+        """Withdraw a share of what the engine says is available (100% + 1 atom must fail)."""
+        acct = self.engine.accounts[self._aid(who)]
+        avail = min(available_atoms(acct, self.engine.instruments, self.engine.marks), acct.wallet_atoms)
+        amount = max(1, avail * pct // 100 + extra_atoms)
+        events = self._do(c.Withdraw(acct.account_id, amount))
+        if amount > avail:
+            assert rejection_of(events) == "INSUFFICIENT_BALANCE"
+        else:
+            assert rejection_of(events) is None
+
+    @rule(usd=st.sampled_from([10, 1_000, 100_000]))
+    def top_up(self, usd: int) -> None:
+        self._do(c.TopUpInsuranceFund(usd_atoms(usd)))
+
+    @precondition(lambda self: bool(self.account_ids))
+    @rule(who=WHO, sym=SYMBOLS, lev=st.integers(0, 60))
+    def set_leverage(self, who: int, sym: str, lev: int) -> None:
+        self._do(c.SetLeverage(self._aid(who), sym, lev))
+
+    @rule(sym=SYMBOLS, policy=st.sampled_from([c.ADL_QUEUE, c.ADL_PRO_RATA, c.ADL_PRO_RATA, "bogus"]))
+    def set_adl_policy(self, sym: str, policy: str) -> None:
+        self._do(c.SetAdlPolicy(sym, policy))
+
+    # -- rules: marks ----------------------------------------------------------------------
+
+    @rule(sym=SYMBOLS, move_ppm=SMALL_MOVES_PPM | BIG_MOVES_PPM)
+    def move_mark(self, sym: str, move_ppm: int) -> None:
+        mark = self.marks[sym] * (1_000_000 + move_ppm) // 1_000_000
+        mark = min(max(mark, MARK0[sym] // 20), MARK0[sym] * 20)
+        self._do(c.SetMarkPrice(sym, mark))
+        self.marks[sym] = mark
+
+    @precondition(lambda self: bool(self._trader_positions(1)))
+    @rule(data=st.data(), move_ppm=SHOCKS_PPM)
+    def crash(self, data: st.DataObject, move_ppm: int) -> None:
+        """Drop the mark of a symbol some trader is long by 0.8% .. 25% (liquidation territory)."""
+        self._shock(data, 1, move_ppm)
+
+    @precondition(lambda self: bool(self._trader_positions(-1)))
+    @rule(data=st.data(), move_ppm=SHOCKS_PPM)
+    def squeeze(self, data: st.DataObject, move_ppm: int) -> None:
+        """Lift the mark of a symbol some trader is short by 0.8% .. 25%."""
+        self._shock(data, -1, move_ppm)
+
+    def _shock(self, data: st.DataObject, side: int, move_ppm: int) -> None:
+        sym = data.draw(st.sampled_from(sorted({s for _, s in self._trader_positions(side)})), label="symbol")
+        self.run_counts["shocks"] += 1
+        self.move_mark(sym, -side * move_ppm)
+
+    # -- rules: reads ----------------------------------------------------------------------
+
+    @rule()
+    def adl_ranking_matches_spec(self) -> None:
+        """The engine's ADL line (what users see as adl_quantile) equals SPEC §6 from scratch."""
+        for sym in MARK0:
+            for side in (1, -1):
+                expected = spec_adl_order(self.engine, sym, side)
+                if expected is not None:
+                    assert self.engine.ranking(sym, side) == expected, (sym, side)
+                    quantiles = self.engine.adl_quantiles(sym)
+                    for rank, aid in enumerate(expected):  # SPEC §6: 4 - floor(5 r / N)
+                        assert quantiles[aid] == 4 - (5 * rank) // len(expected), (sym, aid)
+
+    def teardown(self) -> None:
+        liquidations = self.run_counts["liquidation"]
+        adl = self.run_counts["adl"]
+        REACHED["runs"] += 1
+        REACHED["runs_with_liquidation"] += bool(liquidations)
+        REACHED["runs_with_adl"] += bool(adl)
+        REACHED.update(self.run_counts)
+        event(f"liquidations: {min(liquidations, 3)}{'+' if liquidations > 3 else ''}")
+        event(f"adl fills: {min(adl, 3)}{'+' if adl > 3 else ''}")
+        for label in ("cascade: ADL counterparty liquidated", "flat account left with a negative wallet"):
+            if self.run_counts[label]:
+                event(label)
+
+
+def _ceil(x: Any) -> int:
+    return -((-x.numerator) // x.denominator)
+
+
+def _fields(command: Any) -> dict[str, Any]:
+    return {name: getattr(command, name) for name in command.__slots__}
+
+
+RiskMachine.TestCase.settings = RISK_SETTINGS
+test_risk_when_driven_by_random_commands_keeps_invariants = RiskMachine.TestCase
+
+
+def test_risk_machine_when_derandomized_reaches_liquidation_and_adl() -> None:
+    """The strategy is not toothless: a fixed-seed run liquidates, and ADLs under both policies."""
+    REACHED.clear()
+    run_state_machine_as_test(
+        RiskMachine,
+        settings=settings(RISK_SETTINGS, max_examples=150, derandomize=True, database=None),
+    )
+    assert REACHED["runs_with_liquidation"] >= REACHED["runs"] // 5, REACHED
+    assert REACHED["runs_with_adl"] >= REACHED["runs"] // 20, REACHED
+    assert REACHED["liquidation filled in the book"] >= 1 and REACHED["liquidation split book + ADL"] >= 1, REACHED
+    assert REACHED["adl:queue"] >= 1 and REACHED["adl:pro_rata"] >= 1, REACHED
+
+
+# -- cross-margin bankruptcies: ADL that hurts the counterparty ------------------------------
+#
+# A cross-margin account long BTC and ETH goes bankrupt on a BTC crash. SPEC §5 splits its
+# negative equity over both positions by maintenance share, so ETH (whose mark did not move)
+# is taken over at a bankruptcy price *above* the ETH mark. With no ETH bids, ADL closes the
+# ETH shorts at that price: they lose against the mark. A leveraged short is pushed under
+# maintenance (a cascade, which the engine must liquidate in the same command) or, when ADL
+# closes it completely, left flat with a negative wallet.
+
+
+def _cross_margin_bankruptcy(a_usd: int, b_usd: int, btc_lots: int, eth_lots_to_a: int,
+                             eth_lots_to_mm: int, crash_ppm: int, fund_usd: int, eth_policy: str) -> RiskMachine:
+    """Build the scenario above on a RiskMachine (so every command is checked) and crash BTC."""
+    m = RiskMachine()
+    mm, a, b = (m._do(c.CreateAccount())[0].account_id for _ in range(3))
+    m.account_ids = [mm, a, b]
+    m._do(c.Deposit(mm, usd_atoms(5_000_000)))
+    m._do(c.Deposit(a, usd_atoms(a_usd)))
+    m._do(c.Deposit(b, usd_atoms(b_usd)))
+    if fund_usd:
+        m._do(c.TopUpInsuranceFund(usd_atoms(fund_usd)))
+    m._do(c.SetAdlPolicy(ETH, eth_policy))
+    for aid in (a, b):
+        for sym in MARK0:
+            m._do(c.SetLeverage(aid, sym, 50))
+    btc, eth = MARK0[BTC], MARK0[ETH]
+    m._do(c.PlaceOrder(mm, BTC, c.SELL, btc_lots, btc))
+    m._do(c.PlaceOrder(a, BTC, c.BUY, btc_lots, btc, c.LIMIT, c.IOC))
+    if eth_lots_to_mm:
+        m._do(c.PlaceOrder(mm, ETH, c.BUY, eth_lots_to_mm, eth))
+        m._do(c.PlaceOrder(b, ETH, c.SELL, eth_lots_to_mm, eth, c.LIMIT, c.IOC))
+    m._do(c.PlaceOrder(b, ETH, c.SELL, eth_lots_to_a, eth))
+    m._do(c.PlaceOrder(a, ETH, c.BUY, eth_lots_to_a, eth, c.LIMIT, c.IOC))
+    m._do(c.CancelAllOrders(mm))
+    m.move_mark(BTC, -crash_ppm)
+    return m
+
+
+CASCADE = dict(a_usd=100, b_usd=60, btc_lots=100, eth_lots_to_a=50, eth_lots_to_mm=50,
+               crash_ppm=100_000, fund_usd=0, eth_policy=c.ADL_QUEUE)
+FLAT_AT_A_LOSS = dict(CASCADE, b_usd=30, eth_lots_to_mm=0)
+
+
+@settings(max_examples=scaled(60), deadline=None)
+@given(
+    a_usd=st.sampled_from([100, 150, 400]),
+    b_usd=st.integers(30, 300),
+    btc_lots=st.sampled_from([100, 150, 50]),
+    eth_lots_to_a=st.integers(5, 60),
+    eth_lots_to_mm=st.integers(0, 150),
+    crash_ppm=st.sampled_from([100_000, 40_000, 250_000]),
+    fund_usd=st.sampled_from([0, 5, 1_000]),
+    eth_policy=st.sampled_from(list(c.ADL_POLICIES)),
+)
+@example(**CASCADE)
+@example(**FLAT_AT_A_LOSS)
+# Shrunk failure: the cascaded short keeps 1 lot with a wallet deficit larger than its notional,
+# so its bankruptcy price is negative; ADL used abs(entry value) and the engine stopped with
+# "fund position not closed flat by ADL" (fixed in Engine._deleverage).
+@example(a_usd=100, b_usd=30, btc_lots=100, eth_lots_to_a=10, eth_lots_to_mm=1, crash_ppm=250_000,
+         fund_usd=0, eth_policy=c.ADL_QUEUE)
+def test_cross_margin_bankruptcy_when_adl_hurts_counterparties_invariants_hold(
+    a_usd: int, b_usd: int, btc_lots: int, eth_lots_to_a: int, eth_lots_to_mm: int, crash_ppm: int,
+    fund_usd: int, eth_policy: str,
+) -> None:
+    _cross_margin_bankruptcy(a_usd, b_usd, btc_lots, eth_lots_to_a, eth_lots_to_mm, crash_ppm, fund_usd, eth_policy)
+
+
+def test_cross_margin_bankruptcy_when_counterparty_pushed_under_it_is_liquidated_in_the_same_command() -> None:
+    """The cascade example above really cascades (so its checks are not vacuous)."""
+    m = _cross_margin_bankruptcy(**CASCADE)
+    assert m.run_counts["cascade: ADL counterparty liquidated"] == 1
+    assert not m.engine.accounts[3].positions
+
+
+def test_adl_when_it_closes_a_counterparty_flat_at_a_loss_leaves_no_account_below_maintenance() -> None:
+    """SPEC §5 read literally: the loop repeats until no account has equity < maintenance (0 when
+    flat). ADL at a cross-margin bankruptcy price beyond the mark can close a counterparty flat
+    with a negative wallet; the insurance fund covers that deficit as any bankruptcy loss."""
+    m = _cross_margin_bankruptcy(**dict(FLAT_AT_A_LOSS, fund_usd=1_000))
+    b = m.engine.accounts[3]
+    assert not b.positions
+    assert equity_atoms(b, m.engine.instruments, m.engine.marks) >= 0
