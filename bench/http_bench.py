@@ -15,6 +15,13 @@
      every request has a scheduled send time and its latency is measured from that time
      (no coordinated omission).
 4. Prints a table: rate, p50, p99, status counts, and orders/healthz.
+5. The cost of durability (issue 5): per EXCHANGE_FSYNC mode (`--fsync-modes`, default
+   off, batch, always) a FRESH service on a FRESH data dir (under `--data-root`, default the
+   system temp dir: it must be a real disk, fsync on tmpfs is free), accounts set up again,
+   a short warm-up, then a closed-loop POST /v1/orders run of `--fsync-duration` seconds.
+   Modes are interleaved over `--fsync-rounds` rounds (order rotated each round) so drift on
+   a shared machine hits them alike; the table shows the median round per mode and the
+   ratios batch/off (goal >= 0.9) and always/off. `--fsync-only` skips steps 1-4's runs.
 
 Goals (issue 4): order entry >= 0.8x the /healthz rate and >= 8k/s; p99 < 10 ms at 5k/s.
 The machine has 2 cores: the server gets one, the client process the other.
@@ -220,7 +227,9 @@ def _raw(method: str, path: str, body: bytes = b"", headers: dict[str, str] | No
     return head.encode() + b"\r\n" + body
 
 
-def start_server(port: int, workdir: Path, redis_url: str | None = None) -> subprocess.Popen[bytes]:
+def start_server(
+    port: int, workdir: Path, redis_url: str | None = None, fsync: str | None = None
+) -> subprocess.Popen[bytes]:
     config = workdir / "bench.toml"
     config.write_text("max_open_orders = 1000000\n")
     env = {
@@ -233,6 +242,9 @@ def start_server(port: int, workdir: Path, redis_url: str | None = None) -> subp
     env.pop("EXCHANGE_REDIS_URL", None)
     if redis_url:
         env["EXCHANGE_REDIS_URL"] = redis_url
+    env.pop("EXCHANGE_FSYNC", None)
+    if fsync:
+        env["EXCHANGE_FSYNC"] = fsync
     proc = subprocess.Popen(
         [sys.executable, "-m", "service", "--port", str(port)],
         cwd=ROOT,
@@ -299,6 +311,98 @@ def order_requests(keys: list[str], count: int, seed: int = 7) -> list[bytes]:
     return out
 
 
+# -- the cost of durability: one fresh service per fsync mode ------------------------------------
+
+
+@dataclass
+class FsyncRun:
+    mode: str
+    result: Result
+    batch_avg: float  # commands per engine batch = per journal write (and fsync in `batch`)
+    journal_records: int
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def fsync_run(mode: str, args: argparse.Namespace) -> FsyncRun:
+    """A fresh service on a fresh data dir with EXCHANGE_FSYNC=mode; one closed-loop order run."""
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix=f"fsync-{mode}-", dir=args.data_root) as tmp:
+        proc = start_server(port, Path(tmp), args.redis, fsync=mode)
+        try:
+            keys = setup_accounts(port, args.accounts)
+            orders = order_requests(keys, 50_000, seed=11)
+            c, k = args.connections, args.clients
+            run_load("warm-up", port, orders[-5_000:], c, k, 0.5)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as cl:
+                m0 = cl.get("/metrics").text
+            result = run_load(f"fsync={mode}", port, orders, c, k, args.fsync_duration)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as cl:
+                m1 = cl.get("/metrics").text
+                state = cl.get("/v1/admin/engine", headers={"X-Admin-Token": ADMIN}).json()
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    assert state["fsync"] == mode, state
+    batches = _metric(m1, "exchange_engine_batch_size_count") - _metric(
+        m0, "exchange_engine_batch_size_count"
+    )
+    commands = _metric(m1, "exchange_engine_batch_size_sum") - _metric(
+        m0, "exchange_engine_batch_size_sum"
+    )
+    return FsyncRun(mode, result, commands / batches if batches else 0.0, state["journal_records"])
+
+
+def fsync_table(args: argparse.Namespace) -> None:
+    modes = [m.strip() for m in args.fsync_modes.split(",") if m.strip()]
+    runs: dict[str, list[FsyncRun]] = {m: [] for m in modes}
+    for rnd in range(args.fsync_rounds):
+        order = modes[rnd % len(modes) :] + modes[: rnd % len(modes)]
+        for mode in order:
+            run = fsync_run(mode, args)
+            runs[mode].append(run)
+            print(
+                f"  round {rnd + 1} fsync={mode:<6} {run.result.rate:>7.0f} orders/s  "
+                f"p50 {run.result.p50_ms:5.2f} ms  p99 {run.result.p99_ms:6.2f} ms  "
+                f"{run.batch_avg:5.1f} commands/batch",
+                flush=True,
+            )
+    med: dict[str, FsyncRun] = {
+        m: sorted(rs, key=lambda r: r.result.rate)[len(rs) // 2] for m, rs in runs.items()
+    }
+    base = med["off"].result.rate if "off" in med else 0.0
+    root = args.data_root or tempfile.gettempdir()
+    print(
+        f"\nfsync modes: fresh service + data dir each (under {root}), {args.connections} "
+        f"connections, {args.fsync_duration:.0f}s closed-loop POST /v1/orders per run, "
+        f"median of {args.fsync_rounds} interleaved round(s)\n"
+    )
+    print(
+        f"| {'fsync':<6} | {'orders/s':>8} | {'min..max orders/s':>17} | {'p50 ms':>6} | "
+        f"{'p99 ms':>6} | {'vs off':>6} | {'cmds/batch':>10} | statuses"
+    )
+    print(f"|{'-' * 8}|{'-' * 10}|{'-' * 19}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 12}|---------")
+    for mode in modes:
+        r = med[mode].result
+        rates = [x.result.rate for x in runs[mode]]
+        vs = f"{r.rate / base:.2f}x" if base else ""
+        span = f"{min(rates):.0f}..{max(rates):.0f}"
+        print(
+            f"| {mode:<6} | {r.rate:>8.0f} | {span:>17} | {r.p50_ms:>6.2f} | {r.p99_ms:>6.2f} | "
+            f"{vs:>6} | {med[mode].batch_avg:>10.1f} | {r.statuses}"
+        )
+    if base and "batch" in med:
+        ratio = med["batch"].result.rate / base
+        print(f"\ngoal: batch/off >= 0.9 ({ratio:.2f}): {'PASS' if ratio >= 0.9 else 'FAIL'}")
+    if base and "always" in med:
+        print(f"always/off: {med['always'].result.rate / base:.2f} (no goal: one fsync per order)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -313,7 +417,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--redis", default=None, help="publish to this Redis (default: none, events in process)"
     )
+    ap.add_argument(
+        "--fsync-modes",
+        default="off,batch,always",
+        help="EXCHANGE_FSYNC modes to compare ('' skips)",
+    )
+    ap.add_argument("--fsync-duration", type=float, default=3.0, help="seconds per fsync-mode run")
+    ap.add_argument("--fsync-rounds", type=int, default=3, help="interleaved rounds of all modes")
+    ap.add_argument("--fsync-only", action="store_true", help="only the fsync-mode comparison")
+    ap.add_argument(
+        "--data-root", default=None, help="where the fsync runs' data dirs go (a real disk)"
+    )
     args = ap.parse_args(argv)
+    if args.fsync_only:
+        fsync_table(args)
+        return 0
 
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -383,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"goal: p99 < 10 ms at {args.rate:.0f}/s offered ({open_run.p99_ms:.2f} ms): {'PASS' if ok_p99 else 'FAIL'}"
     )
+    if args.fsync_modes.strip():
+        print()
+        fsync_table(args)
     return 0
 
 

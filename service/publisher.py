@@ -223,7 +223,14 @@ class RedisPublisher:
         if gap is None or self.regenerate is None:
             return
         after, upto = gap
-        events = await asyncio.get_running_loop().run_in_executor(None, self.regenerate, after, upto)
+        try:
+            events = await asyncio.get_running_loop().run_in_executor(None, self.regenerate, after, upto)
+        except LookupError as exc:  # the journal no longer covers it: say so loudly, go on
+            log.error("publisher: events %d..%d cannot be regenerated (%s); they are skipped", after + 1, upto, exc)
+            self.metrics.publish_dropped.inc(upto - after)
+            self.last_published_seq = upto
+            self._last_adl_seq = max(self._last_adl_seq, upto)
+            return
         head = self._backlog[0].seq if self._backlog else None
         events = [e for e in events if e.seq > self.last_published_seq and (head is None or e.seq < head)]
         if not events or events[-1].seq != upto:
@@ -253,8 +260,15 @@ class RedisPublisher:
                 head,
                 ev_seq,
             )
-        self.last_published_seq = max(self.last_published_seq, ev_seq)
-        self._last_adl_seq = max(self._last_adl_seq, adl_seq)
+        if ev_seq < self.last_published_seq or adl_seq < self._last_adl_seq:
+            # Redis came back with less than we had sent (no persistence, a lagging replica):
+            # trust Redis and re-send the difference, regenerated from the journal.
+            log.error(
+                "publisher: Redis lost events (%s at %d, we had sent up to %d); re-sending them",
+                EVENTS_STREAM, ev_seq, self.last_published_seq,
+            )
+        self.last_published_seq = ev_seq
+        self._last_adl_seq = adl_seq
         self._synced = True
 
     async def _publish_some(self) -> None:

@@ -126,13 +126,15 @@ class DurableJournal:
         """Regenerate the events with after_seq < seq <= upto_seq by replaying snapshot + journal.
 
         Pure CPU and file reads on a private engine: safe to run in a worker thread while the
-        live engine goes on.
+        live engine goes on. Raises LookupError when the journal no longer covers the range.
         """
         engine = load_newest(self.data_dir, max_seq=after_seq) or self.new_engine()
         out: list[Any] = []
         for rec in iter_records(self.data_dir, after_seq=engine.seq):
             if rec.seq_before >= upto_seq:
                 break
+            if rec.seq_before != engine.seq:
+                raise LookupError(f"journal starts at seq {rec.seq_before}, replay base is seq {engine.seq}")
             events = engine.apply(decode_command(rec.payload))
             out.extend(e for e in events if after_seq < e.seq <= upto_seq)
         return out

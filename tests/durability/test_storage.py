@@ -217,3 +217,19 @@ def test_durable_journal_when_events_regenerated_they_equal_the_original_events(
 def test_codec_when_amount_beyond_64_bits_round_trips_exactly() -> None:
     cmd = c.Withdraw(1, 10**20 + 1, ts_ns=5)
     assert decode_command(encode_command(cmd)) == cmd
+
+
+def test_durable_journal_when_range_was_pruned_raises_lookup_error(tmp_path: Path) -> None:
+    from service.storage.durable import DurableJournal
+
+    cmds = random_commands(10, 300)
+    dj = DurableJournal(tmp_path, Engine, fsync="off", segment_bytes=2048)
+    live = dj.recover().engine
+    for i, cmd in enumerate(cmds):
+        dj.append_batch([(cmd, live.apply(cmd))])
+        if i == 200:
+            dj.snapshot(live, published_seq=live.seq)  # published: segments behind it go
+    dj.close()
+    (tmp_path / next(p.name for p in snapshots(tmp_path))).unlink()  # and the base snapshot is lost
+    with pytest.raises(LookupError):
+        dj.events_between(5, 50)

@@ -25,10 +25,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture(scope="session")
 def start_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Factory: start_service(**EXCHANGE_env) -> a running ServiceProcess (stopped at the end)."""
+    """Factory: start_service(ready="/readyz", **EXCHANGE_env) -> a running ServiceProcess (stopped at the end)."""
     started: list[ServiceProcess] = []
 
-    def start(**env: str) -> ServiceProcess:
+    def start(ready: str = "/readyz", **env: str) -> ServiceProcess:
         data = tmp_path_factory.mktemp("data")
         full = {
             "EXCHANGE_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -37,8 +37,8 @@ def start_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             **{f"EXCHANGE_{k.upper()}": v for k, v in env.items()},
         }
         svc = ServiceProcess(full, data)
-        svc.start()
         started.append(svc)
+        svc.start(ready)
         return svc
 
     yield start

@@ -93,11 +93,25 @@ class RedisServer:
             time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
-    def stop(self) -> None:
+    def stop(self, save: bool = False) -> None:
+        """Stop the server; `save=True` writes what it holds to disk first (`SHUTDOWN SAVE`),
+        so a later `start()` (same dir) comes back with it, as a persistent Redis would."""
         if self.proc is not None:
-            self.proc.terminate()
+            if save:
+                self.client().shutdown(save=True)
+            else:
+                self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis is up (connections stay open) but answers nothing until `resume()`."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, socket_timeout=2)
@@ -128,13 +142,19 @@ class ServiceProcess:
         self.log_path = logdir / f"service-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.env["EXCHANGE_DATA_DIR"])
+
+    def start(self, ready: str = "/readyz") -> None:
+        """Start (or restart: same port, same data dir) and wait until `ready` answers 200
+        (`/healthz` when Redis is meant to be down at start, which keeps /readyz at 503)."""
         env = {**os.environ, **self.env}
         if "EXCHANGE_REDIS_URL" not in self.env:
             env.pop(
                 "EXCHANGE_REDIS_URL", None
             )  # an outer setting must not leak into a no-Redis instance
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop(); a restart appends
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", "--port", str(self.port)],
             cwd=ROOT,
@@ -147,7 +167,7 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited: {self.log_path.read_text()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base_url + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(self.base_url + ready, timeout=1).status_code == 200:
                     return
             time.sleep(0.1)
         raise RuntimeError(f"service not ready: {self.log_path.read_text()}")
@@ -164,6 +184,15 @@ class ServiceProcess:
                 self.proc.wait()
         self._log.close()
         code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> int:
+        """SIGKILL (a crash: no shutdown code runs); the data dir stays for a restart."""
+        assert self.proc is not None
+        self.proc.kill()
+        code = self.proc.wait(10)
+        self._log.close()
         self.proc = None
         return code
 

@@ -83,9 +83,15 @@ LEVERAGES = st.sampled_from([50, 20, 25, 10])
 SIZE_PCTS = st.sampled_from([100, 90, 60, 30])
 SHOCKS_PPM = st.sampled_from([100_000, 25_000, 250_000, 50_000, 15_000, 8_000])
 CLIENT_IDS = st.none() | st.sampled_from(["a", "b", "c"])
-# The market maker's opening quotes: (symbol, side, basis points away from the mark).
+# The market maker's opening quotes: (symbol, side, basis points away from the mark). Asks start
+# at the mark itself, so that positions opened there have zero PnL and tie in the ADL ranking.
 LADDER_QTYS = st.sampled_from([100, 30, 300, 5, 0, 0])  # lots; x10 for the two levels nearest the mark
-LADDER = [(sym, side, bp) for sym in (BTC, ETH) for side in (c.BUY, c.SELL) for bp in (2, 10, 50, 150, 400, 800, 1200)]
+LADDER = [
+    (sym, side, bp)
+    for sym in (BTC, ETH)
+    for side in (c.BUY, c.SELL)
+    for bp in (0 if side == c.SELL else 2, 10, 50, 150, 400, 800, 1200)
+]
 
 RISK_SETTINGS = settings(
     max_examples=scaled(200),
@@ -403,9 +409,9 @@ class RiskMachine(RuleBasedStateMachine):
     # -- rules: liquidity ----------------------------------------------------------------
 
     @precondition(lambda self: bool(self.account_ids))
-    @rule(sym=SYMBOLS, side=SIDES, offset_bp=st.integers(1, 1500), qty=st.integers(1, 300))
+    @rule(sym=SYMBOLS, side=SIDES, offset_bp=st.integers(0, 1500), qty=st.integers(1, 300))
     def mm_quote(self, sym: str, side: str, offset_bp: int, qty: int) -> None:
-        """The market maker rests a bid below or an ask above the mark."""
+        """The market maker rests a bid at or below, or an ask at or above, the mark."""
         price = self._price(sym, -offset_bp if side == c.BUY else offset_bp)
         self._place(self._aid(0), sym, side, qty, "gtc", price)
 
