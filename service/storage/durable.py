@@ -131,10 +131,10 @@ class DurableJournal:
         engine = load_newest(self.data_dir, max_seq=after_seq) or self.new_engine()
         out: list[Any] = []
         for rec in iter_records(self.data_dir, after_seq=engine.seq):
+            if rec.seq_before != engine.seq:
+                raise LookupError(f"journal continues at seq {rec.seq_before}, replay base is seq {engine.seq}")
             if rec.seq_before >= upto_seq:
                 break
-            if rec.seq_before != engine.seq:
-                raise LookupError(f"journal starts at seq {rec.seq_before}, replay base is seq {engine.seq}")
             events = engine.apply(decode_command(rec.payload))
             out.extend(e for e in events if after_seq < e.seq <= upto_seq)
         return out
