@@ -57,7 +57,7 @@ class EngineHalted(Exception):
 class Journal(Protocol):
     """What the engine loop needs from durability (service/storage/durable.py)."""
 
-    def append_batch(self, records: Sequence[tuple[Command, list[Any]]]) -> None: ...
+    def append_batch(self, records: Sequence[tuple[Command, list[Any]]], sync: bool = True) -> None: ...
 
     def snapshot_due(self) -> bool: ...
 
@@ -88,6 +88,10 @@ class EngineLoop:
         self.halt_reason: str | None = None
         self._stopping = False
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._to_commit: list[tuple[list[Any], list[Any], int]] = []
+        # the last seq handed to the sinks: everything up to it is journaled (and durable)
+        self.delivered_seq = engine.seq
+        self._committer: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -118,6 +122,8 @@ class EngineLoop:
         self._queue.put_nowait(_STOP)
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            if self._committer is not None:
+                await asyncio.wait_for(asyncio.shield(self._committer), timeout)
         except TimeoutError:
             log.error("engine loop did not drain within %.1fs; cancelling", timeout)
             self._task.cancel()
@@ -184,15 +190,43 @@ class EngineLoop:
                 except Exception as exc:  # a bug in the service's snapshot code, not in the engine
                     log.exception("answer for %r failed", command)
                     answers.append((fut, exc, False, t0))
+        deferred = bool(records) and getattr(self.journal, "deferred_sync", False)
         if records:
             try:
-                self.journal.append_batch(records)
+                self.journal.append_batch(records, sync=not deferred)
             except Exception as exc:  # not durable: nobody may hear of these commands
-                self._halt(exc, records[0][0])
-                for fut, _, _, _ in answers:
-                    if not fut.done():
-                        fut.set_exception(EngineHalted(self.halt_reason or "journal failed"))
+                self._fail_answers(exc, [(all_events, answers, len(batch))], records[0][0])
                 return
+        if deferred:
+            # Pipelined group commit: the fsync runs in a worker thread while this task goes on
+            # applying the next batches; events and answers go out only once it has returned.
+            self._to_commit.append((all_events, answers, len(batch)))
+            if self._committer is None or self._committer.done():
+                self._committer = asyncio.get_running_loop().create_task(self._commit(), name="journal-commit")
+            return
+        self._deliver(all_events, answers, len(batch))
+        self._maybe_snapshot()
+
+    async def _commit(self) -> None:
+        """fsync everything written so far, then deliver the batches it covers, in order."""
+        loop = asyncio.get_running_loop()
+        while self._to_commit:
+            covered, self._to_commit = self._to_commit, []
+            try:
+                await loop.run_in_executor(None, self.journal.sync)  # type: ignore[attr-defined]
+            except Exception as exc:  # not durable: nobody may hear of these commands
+                self._fail_answers(exc, covered + self._to_commit, None)
+                self._to_commit = []
+                return
+            for events, answers, n in covered:
+                self._deliver(events, answers, n)
+        self._maybe_snapshot()
+
+    def _deliver(self, all_events: list[Any], answers: list[Any], batch_len: int) -> None:
+        """Hand a journaled batch's events to the sinks, then answer its clients."""
+        metrics = self.metrics
+        if all_events:
+            self.delivered_seq = all_events[-1].seq
             self._count(all_events)
             for sink in self.sinks:
                 try:
@@ -209,14 +243,24 @@ class EngineLoop:
                 fut.set_result(result)
             else:
                 fut.set_exception(result)
-        metrics.batch_size.observe(len(batch))
-        if not self.halted and self.journal.snapshot_due():
-            try:
-                t0 = time.perf_counter()
-                path = self.journal.snapshot(engine, self.published_seq())
-                log.info("snapshot %s at seq %d in %.3fs", path, engine.seq, time.perf_counter() - t0)
-            except Exception:  # the journal still holds everything; retry at the next batch
-                log.exception("snapshot failed")
+        metrics.batch_size.observe(batch_len)
+
+    def _fail_answers(self, exc: BaseException, pending: list[Any], command: Command | None) -> None:
+        self._halt(exc, command)
+        for _, answers, _ in pending:
+            for fut, _, _, _ in answers:
+                if not fut.done():
+                    fut.set_exception(EngineHalted(self.halt_reason or "journal failed"))
+
+    def _maybe_snapshot(self) -> None:
+        if self.halted or self._to_commit or not self.journal.snapshot_due():
+            return
+        try:
+            t0 = time.perf_counter()
+            path = self.journal.snapshot(self.engine, self.published_seq())
+            log.info("snapshot %s at seq %d in %.3fs", path, self.engine.seq, time.perf_counter() - t0)
+        except Exception:  # the journal still holds everything; retry at the next batch
+            log.exception("snapshot failed")
 
     def _count(self, events: list[Any]) -> None:
         metrics = self.metrics
@@ -229,7 +273,7 @@ class EngineLoop:
             elif cls is PositionDeleveraged:
                 metrics.per_symbol(metrics.adl_fills, event.symbol)
 
-    def _halt(self, exc: BaseException, command: Command) -> None:
+    def _halt(self, exc: BaseException, command: Command | None) -> None:
         self.halted = True
         self.halt_reason = f"engine halted: {type(exc).__name__}: {exc}"
         self.metrics.engine_halted.set(1)

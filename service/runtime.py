@@ -68,7 +68,7 @@ class Services:
                 backlog_max=settings.publish_backlog,
                 batch=settings.publish_batch,
                 regenerate=self.journal.events_between,
-                head_seq=lambda: self.engine.seq,
+                head_seq=lambda: self.loop.delivered_seq,  # not engine.seq: fsync may be pending
             )
         else:
             self.publisher = MemoryEventStore(self.formatter, settings.memory_events_kept)

@@ -72,8 +72,19 @@ class DurableJournal:
         )
         return rec
 
-    def append_batch(self, records: Sequence[tuple[Any, list[Any]]]) -> None:
-        """Write one engine batch of (stamped command, events) durably per the fsync mode."""
+    @property
+    def deferred_sync(self) -> bool:
+        """Whether the engine loop should write with `sync=False` and call `sync()` itself."""
+        return self.fsync == "batch"
+
+    def sync(self) -> None:
+        """fsync everything written so far (worker-thread safe)."""
+        assert self.writer is not None
+        self.writer.sync()
+
+    def append_batch(self, records: Sequence[tuple[Any, list[Any]]], sync: bool = True) -> None:
+        """Write one engine batch of (stamped command, events), durably per the fsync mode
+        (in `batch` mode with `sync=False`, durable once `sync()` has returned)."""
         assert self.writer is not None, "recover() first"
         out = []
         for command, events in records:
@@ -81,7 +92,7 @@ class DurableJournal:
                 continue
             out.append((events[0].seq - 1, events[-1].seq, command.ts_ns, encode_command(command)))
         if out:
-            self.writer.append_batch(out)
+            self.writer.append_batch(out, sync=sync)
             self.records += len(out)
             self._since_snapshot += len(out)
             self.last_seq = out[-1][1]

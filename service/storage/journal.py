@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -160,9 +161,14 @@ class JournalWriter:
         self._file = open(self._path, "ab") if self._path else None  # noqa: SIM115
         self.bytes_written = 0
         self.fsyncs = 0
+        self._lock = threading.Lock()
 
-    def append_batch(self, records: list[tuple[int, int, int, bytes]]) -> None:
-        """Write (seq_before, seq, ts_ns, payload) records durably per the fsync mode, in one go."""
+    def append_batch(self, records: list[tuple[int, int, int, bytes]], sync: bool = True) -> None:
+        """Write (seq_before, seq, ts_ns, payload) records per the fsync mode, in one go.
+
+        In `batch` mode with `sync=False` the fsync is left to a later `sync()` call (the
+        engine loop's pipelined group commit runs it in a worker thread).
+        """
         if not records:
             return
         if self._file is None or self._file.tell() >= self.segment_bytes:
@@ -181,27 +187,36 @@ class JournalWriter:
             blob = b"".join(encode_record(*rec) for rec in records)
             f.write(blob)
             f.flush()
-            if self.fsync == "batch":
+            if self.fsync == "batch" and sync:
                 os.fsync(f.fileno())
                 self.fsyncs += 1
             self.bytes_written += len(blob)
 
+    def sync(self) -> None:
+        """fsync what has been written so far (callable from a worker thread)."""
+        with self._lock:
+            if self._file is not None:
+                os.fsync(self._file.fileno())
+                self.fsyncs += 1
+
     def _roll(self, first_seq: int) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-        self._path = self.directory / segment_name(first_seq)
-        self._file = open(self._path, "ab")  # noqa: SIM115
-        fsync_dir(self.directory)
+        with self._lock:  # never close a file that a worker thread is fsyncing
+            if self._file is not None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+            self._path = self.directory / segment_name(first_seq)
+            self._file = open(self._path, "ab")  # noqa: SIM115
+            fsync_dir(self.directory)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            if self.fsync != "off":
-                os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+                if self.fsync != "off":
+                    os.fsync(self._file.fileno())
+                self._file.close()
+                self._file = None
 
 
 def prune_segments(directory: Path, covered_seq: int) -> list[Path]:

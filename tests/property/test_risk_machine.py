@@ -37,7 +37,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import pytest
 from exchange_harness import (
     SPEC_FEE_PPM,
     EventLog,
@@ -94,7 +93,7 @@ LADDER = [
 ]
 
 RISK_SETTINGS = settings(
-    max_examples=scaled(200),
+    max_examples=scaled(800),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -166,6 +165,8 @@ class RiskMachine(RuleBasedStateMachine):
         self.run_counts["positions after setup"] = sum(
             len(a.positions) for aid, a in self.engine.accounts.items() if aid
         )
+        # Positions just opened at the mark have zero PnL: their ADL scores tie (SPEC §6 tie-breaks).
+        self.adl_ranking_matches_spec()
 
     # -- the checked step ----------------------------------------------------------------
 
@@ -355,7 +356,9 @@ class RiskMachine(RuleBasedStateMachine):
         for aid, acct in self.engine.accounts.items():
             if aid and not acct.positions and acct.wallet_atoms < 0:
                 # Reachable through ADL at a bankruptcy price beyond the mark (see
-                # test_adl_when_it_closes_a_counterparty_flat_at_a_loss_...): counted, reported.
+                # test_adl_when_it_closes_a_counterparty_flat_at_a_loss_...). The insurance fund
+                # covers such a deficit as far as it can: a debt may only remain once it is empty.
+                assert self.engine.insurance_fund.wallet_atoms == 0, f"fund left account {aid} in debt"
                 self.run_counts["flat account left with a negative wallet"] += 1
             if aid == 0 or not acct.positions:
                 continue
@@ -582,14 +585,16 @@ test_risk_when_driven_by_random_commands_keeps_invariants = RiskMachine.TestCase
 
 
 def test_risk_machine_when_derandomized_reaches_liquidation_and_adl() -> None:
-    """The strategy is not toothless: a fixed-seed run liquidates, and ADLs under both policies."""
+    """The strategy is not toothless: a fixed-seed run liquidates often, in the book and by ADL,
+    under both ADL policies. (Typical counts over 300 runs: ~25% of runs liquidate, ~6% ADL,
+    10-20 ADL fills per policy; the bounds leave room for Hypothesis's seed to move with the code.)"""
     REACHED.clear()
     run_state_machine_as_test(
         RiskMachine,
-        settings=settings(RISK_SETTINGS, max_examples=150, derandomize=True, database=None),
+        settings=settings(RISK_SETTINGS, max_examples=300, derandomize=True, database=None),
     )
-    assert REACHED["runs_with_liquidation"] >= REACHED["runs"] // 5, REACHED
-    assert REACHED["runs_with_adl"] >= REACHED["runs"] // 20, REACHED
+    assert REACHED["runs_with_liquidation"] >= REACHED["runs"] // 10, REACHED
+    assert REACHED["runs_with_adl"] >= REACHED["runs"] // 50, REACHED
     assert REACHED["liquidation filled in the book"] >= 1 and REACHED["liquidation split book + ADL"] >= 1, REACHED
     assert REACHED["adl:queue"] >= 1 and REACHED["adl:pro_rata"] >= 1, REACHED
 
