@@ -17,6 +17,7 @@ remainder to the last share) so the shares add up to the position's value exactl
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
 
 from sortedcontainers import SortedList
@@ -50,8 +51,8 @@ def adl_quantile(rank: int, count: int) -> int:
     return 4 - (5 * rank) // count
 
 
-def allocate_queue(ranked: list[tuple[int, int]], remaining_lots: int) -> list[tuple[int, int]]:
-    """Queue policy over `ranked` = [(account_id, |q|)] in ranking order."""
+def allocate_queue(ranked: Iterable[tuple[int, int]], remaining_lots: int) -> list[tuple[int, int]]:
+    """Queue policy over `ranked` = (account_id, |q|) in ranking order; stops once covered."""
     out: list[tuple[int, int]] = []
     for account_id, lots in ranked:
         if remaining_lots <= 0:

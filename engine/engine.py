@@ -25,6 +25,7 @@ from engine.adl import (
     AdlRanking,
     adl_quantile,
     allocate_pro_rata,
+    allocate_queue,
     split_value,
 )
 from engine.book import Order, OrderBook
@@ -877,31 +878,22 @@ class Engine:
         inst = self.instruments[symbol]
         mark = self.marks[symbol]
         ranking = self._ranking(symbol, -1 if q_r > 0 else 1)
-        if self.adl_policy[symbol] != c.ADL_PRO_RATA:
-            need = abs(q_r)
-            alloc = []
-            rank_of = {}
-            accounts = self.accounts
-            for i, key in enumerate(ranking.entries):
-                aid = key[-1]
-                lots = abs(accounts[aid].positions[symbol].size_lots)
-                take = need if need < lots else lots
-                if take > 0:
-                    alloc.append((aid, take))
-                    rank_of[aid] = i + 1
-                    need -= take
-                    if need == 0:
-                        break
-        else:
+        accounts = self.accounts
+        if self.adl_policy[symbol] == c.ADL_PRO_RATA:
             ranked_ids = ranking.ordered_ids()
             rank_of = {aid: i + 1 for i, aid in enumerate(ranked_ids)}
-        if self.adl_policy[symbol] == c.ADL_PRO_RATA:
             rows = []
             for aid in ranked_ids:
-                p = self.accounts[aid].positions[symbol]
+                p = accounts[aid].positions[symbol]
                 profitable = p.size_lots * mark * inst.atoms_per_lot_tick - p.entry_value_atoms > 0
                 rows.append((aid, abs(p.size_lots), profitable))
             alloc = allocate_pro_rata(rows, abs(q_r))
+        else:
+            # lazily: the walk stops as soon as the remainder is covered (a crash liquidates
+            # many accounts against the same long line)
+            line = ((key[-1], abs(accounts[key[-1]].positions[symbol].size_lots)) for key in ranking.entries)
+            alloc = allocate_queue(line, abs(q_r))
+            rank_of = {aid: i + 1 for i, (aid, _) in enumerate(alloc)}  # the queue takes a prefix
         if sum(lots for _, lots in alloc) != abs(q_r):
             raise InvariantViolation(f"ADL could not cover {q_r} lots in {symbol}")
         # Value per side, signed like a price: negative when a short was taken over at a negative

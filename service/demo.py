@@ -313,10 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt  # unwinds asyncio.run, so the service it started is stopped too
 
     signal.signal(signal.SIGTERM, _terminate)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(go())
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -59,6 +59,11 @@ class Journal(Protocol):
 
     def append_batch(self, records: Sequence[tuple[Command, list[Any]]], sync: bool = True) -> None: ...
 
+    @property
+    def deferred_sync(self) -> bool: ...
+
+    def sync(self) -> None: ...
+
     def snapshot_due(self) -> bool: ...
 
     def snapshot(self, engine: Engine, published_seq: int | None = None) -> Any: ...
@@ -190,7 +195,7 @@ class EngineLoop:
                 except Exception as exc:  # a bug in the service's snapshot code, not in the engine
                     log.exception("answer for %r failed", command)
                     answers.append((fut, exc, False, t0))
-        deferred = bool(records) and getattr(self.journal, "deferred_sync", False)
+        deferred = bool(records) and self.journal.deferred_sync
         if records:
             try:
                 self.journal.append_batch(records, sync=not deferred)
@@ -213,7 +218,7 @@ class EngineLoop:
         while self._to_commit:
             covered, self._to_commit = self._to_commit, []
             try:
-                await loop.run_in_executor(None, self.journal.sync)  # type: ignore[attr-defined]
+                await loop.run_in_executor(None, self.journal.sync)
             except Exception as exc:  # not durable: nobody may hear of these commands
                 self._fail_answers(exc, covered + self._to_commit, None)
                 self._to_commit = []

@@ -18,6 +18,7 @@ crash; it is reported (and truncated by `repair_tail`). Damage anywhere else rai
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import threading
@@ -223,7 +224,7 @@ def prune_segments(directory: Path, covered_seq: int) -> list[Path]:
     """Delete segments whose every record has seq <= covered_seq; return what was deleted."""
     paths = segments(directory)
     removed = []
-    for path, nxt in zip(paths, paths[1:], strict=False):
+    for path, nxt in itertools.pairwise(paths):
         if segment_first_seq(nxt) - 1 <= covered_seq:
             path.unlink()
             removed.append(path)
