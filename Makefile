@@ -25,7 +25,7 @@ sandbox: venv
 
 lint: venv
 	$(BIN)/ruff check engine service api tests bench
-	$(BIN)/mypy engine
+	$(BIN)/mypy engine service api
 
 bench: venv
 	$(BIN)/pip install -q -e '.[bench]'

@@ -167,6 +167,12 @@ class DepositRequest(BaseModel):
     amount: Amount
 
 
+class CreateAccountRequest(BaseModel):
+    """No fields: the body may be absent or `{}`, but a malformed or unknown one is refused."""
+
+    model_config = _STRICT
+
+
 class TopUpRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"amount": "100000"}]}
@@ -422,7 +428,7 @@ class EngineStateOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {"seq": 1234, "state_hash": "9f2c...", "journal_records": 1200, "fsync": "batch",
+                {"seq": 1234, "state_hash": "9f2c...", "journal_records": 1200, "fsync": "batch", "fsyncs": 85,
                  "last_published_seq": 1234, "publish_backlog": 0}
             ]
         }
@@ -431,6 +437,7 @@ class EngineStateOut(BaseModel):
     seq: int = Field(description="last event seq applied")
     state_hash: str = Field(description="sha256 of the whole engine state (same after replay)")
     journal_records: int = Field(description="commands journaled since this process started")
+    fsyncs: int = Field(description="journal fsyncs since this process started (group commit: fewer than records)")
     fsync: str
     last_published_seq: int = Field(description="highest seq known to be in exchange:events (or kept in process)")
     publish_backlog: int

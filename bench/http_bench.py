@@ -318,8 +318,10 @@ def order_requests(keys: list[str], count: int, seed: int = 7) -> list[bytes]:
 class FsyncRun:
     mode: str
     result: Result
-    batch_avg: float  # commands per engine batch = per journal write (and fsync in `batch`)
+    batch_avg: float  # commands per engine batch = per journal write
     journal_records: int
+    fsyncs_per_s: float  # journal fsyncs per second of load
+    commit_us: float  # `batch`: mean group commit, fsync request to answer (helper process)
 
 
 def _metric(text: str, name: str) -> float:
@@ -341,6 +343,7 @@ def fsync_run(mode: str, args: argparse.Namespace) -> FsyncRun:
             run_load("warm-up", port, orders[-5_000:], c, k, 0.5)
             with httpx.Client(base_url=f"http://127.0.0.1:{port}") as cl:
                 m0 = cl.get("/metrics").text
+                fsyncs0 = cl.get("/v1/admin/engine", headers={"X-Admin-Token": ADMIN}).json()["fsyncs"]
             result = run_load(f"fsync={mode}", port, orders, c, k, args.fsync_duration)
             with httpx.Client(base_url=f"http://127.0.0.1:{port}") as cl:
                 m1 = cl.get("/metrics").text
@@ -355,7 +358,18 @@ def fsync_run(mode: str, args: argparse.Namespace) -> FsyncRun:
     commands = _metric(m1, "exchange_engine_batch_size_sum") - _metric(
         m0, "exchange_engine_batch_size_sum"
     )
-    return FsyncRun(mode, result, commands / batches if batches else 0.0, state["journal_records"])
+    def delta(name: str) -> float:
+        return _metric(m1, name) - _metric(m0, name)
+
+    commits = delta("exchange_journal_commit_seconds_count")
+    return FsyncRun(
+        mode,
+        result,
+        commands / batches if batches else 0.0,
+        state["journal_records"],
+        (state["fsyncs"] - fsyncs0) / args.fsync_duration,
+        delta("exchange_journal_commit_seconds_sum") / commits * 1e6 if commits else 0.0,
+    )
 
 
 def fsync_table(args: argparse.Namespace) -> None:
@@ -369,7 +383,8 @@ def fsync_table(args: argparse.Namespace) -> None:
             print(
                 f"  round {rnd + 1} fsync={mode:<6} {run.result.rate:>7.0f} orders/s  "
                 f"p50 {run.result.p50_ms:5.2f} ms  p99 {run.result.p99_ms:6.2f} ms  "
-                f"{run.batch_avg:5.1f} commands/batch",
+                f"{run.batch_avg:5.1f} commands/batch  {run.fsyncs_per_s:6.0f} fsyncs/s"
+                + (f"  commit {run.commit_us:4.0f} us" if run.commit_us else ""),
                 flush=True,
             )
     med: dict[str, FsyncRun] = {
@@ -384,9 +399,11 @@ def fsync_table(args: argparse.Namespace) -> None:
     )
     print(
         f"| {'fsync':<6} | {'orders/s':>8} | {'min..max orders/s':>17} | {'p50 ms':>6} | "
-        f"{'p99 ms':>6} | {'vs off':>6} | {'cmds/batch':>10} | statuses"
+        f"{'p99 ms':>6} | {'vs off':>6} | {'cmds/batch':>10} | {'fsyncs/s':>8} | statuses"
     )
-    print(f"|{'-' * 8}|{'-' * 10}|{'-' * 19}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 12}|---------")
+    print(
+        f"|{'-' * 8}|{'-' * 10}|{'-' * 19}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 12}|{'-' * 10}|---------"
+    )
     for mode in modes:
         r = med[mode].result
         rates = [x.result.rate for x in runs[mode]]
@@ -394,7 +411,7 @@ def fsync_table(args: argparse.Namespace) -> None:
         span = f"{min(rates):.0f}..{max(rates):.0f}"
         print(
             f"| {mode:<6} | {r.rate:>8.0f} | {span:>17} | {r.p50_ms:>6.2f} | {r.p99_ms:>6.2f} | "
-            f"{vs:>6} | {med[mode].batch_avg:>10.1f} | {r.statuses}"
+            f"{vs:>6} | {med[mode].batch_avg:>10.1f} | {med[mode].fsyncs_per_s:>8.0f} | {r.statuses}"
         )
     if base and "batch" in med:
         ratio = med["batch"].result.rate / base
@@ -423,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         help="EXCHANGE_FSYNC modes to compare ('' skips)",
     )
     ap.add_argument("--fsync-duration", type=float, default=3.0, help="seconds per fsync-mode run")
-    ap.add_argument("--fsync-rounds", type=int, default=3, help="interleaved rounds of all modes")
+    ap.add_argument("--fsync-rounds", type=int, default=5, help="interleaved rounds of all modes")
     ap.add_argument("--fsync-only", action="store_true", help="only the fsync-mode comparison")
     ap.add_argument(
         "--data-root", default=None, help="where the fsync runs' data dirs go (a real disk)"

@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "two-symbol accounts at 10,000 positions: "
         + ", ".join(f"{n:,} -> {us:.1f} us" for n, us in multi)
-        + f"  (+{(multi[-1][1] - multi[0][1]) / max(1, multi[-1][0]):.1f} us per two-symbol account)"
+        + f"  (+{(multi[-1][1] - multi[0][1]) / max(1, multi[-1][0]):.3f} us per two-symbol account)"
     )
     print(f"mark update cost {rows[-1][0]:,} / {rows[0][0]:,} positions: {ratio:.2f}x  (goal <= 2: {'MET' if ratio <= 2 else 'NOT MET'})")
     print(

@@ -27,7 +27,7 @@ from engine.instruments import Instrument
 from engine.risk import equity_atoms
 from engine.units import div_trunc
 
-RankKey = tuple[int, Fraction, int, int]
+RankKey = tuple[int, int, Fraction, int, int]  # (not ranked?, score prefix, score, -size, id)
 
 
 def rank_key(account_id: int, size_lots: int, entry_value_atoms: int, notional_atoms: int, equity_atoms: int) -> RankKey:

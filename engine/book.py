@@ -199,15 +199,16 @@ class OrderBook:
                     raise InvariantViolation(f"{self.symbol}: bad level at {price}")
                 total = 0
                 for oid, order in level.orders.items():
+                    lots = order.remaining_lots
                     if (
                         order.order_id != oid
-                        or self.orders.get(oid) is not order
                         or order.price_ticks != price
                         or order.is_buy != is_buy
-                        or order.remaining_lots <= 0
+                        or lots <= 0
+                        or self.orders.get(oid) is not order
                     ):
                         raise InvariantViolation(f"{self.symbol}: order {oid} misindexed")
-                    total += order.remaining_lots
+                    total += lots
                     seen += 1
                 if total != level.total_lots:
                     raise InvariantViolation(f"{self.symbol}: level {price} total mismatch")

@@ -59,6 +59,11 @@ class Rejected(Exception):
 class Engine:
     """All exchange state and the rules that change it."""
 
+    # (lots, bankruptcy value) of the position the insurance fund is closing right now, only
+    # while its IOC order matches (risk.settle_fill). A class default: engines restored from
+    # snapshots written before it existed have no instance attribute.
+    _takeover: tuple[int, int] | None = None
+
     def __init__(
         self,
         instruments: dict[str, Instrument] | None = None,
@@ -525,7 +530,10 @@ class Engine:
         m_before = mpos.size_lots if mpos is not None else 0
         t_before = tpos.size_lots if tpos is not None else 0
         m_real = settle_fill(macct, symbol, qty if maker.is_buy else -qty, notional)
-        t_real = settle_fill(tacct, symbol, qty if taker.is_buy else -qty, notional, taker_aid == INSURANCE_FUND_ID)
+        t_real = settle_fill(
+            tacct, symbol, qty if taker.is_buy else -qty, notional,
+            self._takeover if taker_aid == INSURANCE_FUND_ID else None,
+        )
         macct.wallet_atoms -= maker_fee
         tacct.wallet_atoms -= taker_fee
         self.fees_collected_atoms += maker_fee + taker_fee
@@ -806,11 +814,15 @@ class Engine:
             limit = min(div_floor(-bv + balance_before, aq * k), div_floor(mark * (PPM + band), PPM))
         book = self.books[symbol]
         book_filled = 0
-        if limit > 0 and book.crosses(size < 0, limit):
+        if limit > 0:  # §5.3: one IOC order, placed even when nothing in the book can fill it
             order = Order(self.next_order_id, INSURANCE_FUND_ID, symbol, c.SELL if size > 0 else c.BUY, limit, aq, c.LIMIT, c.IOC, ts_ns=self._ts)
             self.next_order_id += 1
             self._emit(ev.OrderAccepted, INSURANCE_FUND_ID, order.order_id, None, symbol, order.side, c.LIMIT, limit, aq, c.IOC, False, False, c.STP_CANCEL_TAKER)
-            self._match(order, fund, book, limit)
+            self._takeover = (aq, bv)  # the fund's entry value of the taken-over position
+            try:
+                self._match(order, fund, book, limit)
+            finally:
+                self._takeover = None
             book_filled = order.filled_lots
             order.status = "filled" if order.remaining_lots == 0 else "canceled"
             if order.remaining_lots:
@@ -851,8 +863,8 @@ class Engine:
 
     def _ranking(self, symbol: str, side: int) -> AdlRanking:
         if self._rank_touched:
-            for r in self._rankings.values():
-                r.pending |= self._rank_touched
+            for each in self._rankings.values():
+                each.pending |= self._rank_touched
             self._rank_touched.clear()
         r = self._rankings.get((symbol, side))
         if r is None:

@@ -15,7 +15,10 @@ class AccountCreated(NamedTuple):
     seq: int
     ts_ns: int
     account_id: int
-    TYPE = "account_created"
+
+    @property
+    def TYPE(self) -> str:
+        return "account_created"
 
 
 class DepositMade(NamedTuple):
@@ -24,7 +27,10 @@ class DepositMade(NamedTuple):
     account_id: int
     amount_atoms: int
     wallet_balance_atoms: int
-    TYPE = "deposit"
+
+    @property
+    def TYPE(self) -> str:
+        return "deposit"
 
 
 class WithdrawalMade(NamedTuple):
@@ -33,7 +39,10 @@ class WithdrawalMade(NamedTuple):
     account_id: int
     amount_atoms: int
     wallet_balance_atoms: int
-    TYPE = "withdrawal"
+
+    @property
+    def TYPE(self) -> str:
+        return "withdrawal"
 
 
 class InsuranceFundChanged(NamedTuple):
@@ -44,7 +53,10 @@ class InsuranceFundChanged(NamedTuple):
     reason: str  # top_up | liquidation_takeover | liquidation_fill | adl
     liquidated_account_id: int | None
     symbol: str | None
-    TYPE = "insurance_fund_changed"
+
+    @property
+    def TYPE(self) -> str:
+        return "insurance_fund_changed"
 
 
 class NegativeBalanceCovered(NamedTuple):
@@ -53,7 +65,10 @@ class NegativeBalanceCovered(NamedTuple):
     account_id: int
     amount_atoms: int  # paid by the insurance fund
     wallet_balance_atoms: int  # the account's wallet after it (< 0 if the fund ran out)
-    TYPE = "negative_balance_covered"
+
+    @property
+    def TYPE(self) -> str:
+        return "negative_balance_covered"
 
 
 class MarkPriceChanged(NamedTuple):
@@ -61,7 +76,10 @@ class MarkPriceChanged(NamedTuple):
     ts_ns: int
     symbol: str
     price_ticks: int
-    TYPE = "mark_price_changed"
+
+    @property
+    def TYPE(self) -> str:
+        return "mark_price_changed"
 
 
 class LeverageChanged(NamedTuple):
@@ -70,7 +88,10 @@ class LeverageChanged(NamedTuple):
     account_id: int
     symbol: str
     leverage: int
-    TYPE = "leverage_changed"
+
+    @property
+    def TYPE(self) -> str:
+        return "leverage_changed"
 
 
 class AdlPolicyChanged(NamedTuple):
@@ -78,7 +99,10 @@ class AdlPolicyChanged(NamedTuple):
     ts_ns: int
     symbol: str
     policy: str
-    TYPE = "adl_policy_changed"
+
+    @property
+    def TYPE(self) -> str:
+        return "adl_policy_changed"
 
 
 class OrderAccepted(NamedTuple):
@@ -96,7 +120,10 @@ class OrderAccepted(NamedTuple):
     post_only: bool
     reduce_only: bool
     stp: str
-    TYPE = "order_accepted"
+
+    @property
+    def TYPE(self) -> str:
+        return "order_accepted"
 
 
 class OrderRejected(NamedTuple):
@@ -109,7 +136,10 @@ class OrderRejected(NamedTuple):
     message: str
     order_id: int | None  # the original order for DUPLICATE_CLIENT_ORDER_ID, or the target
     client_order_id: str | None
-    TYPE = "order_rejected"
+
+    @property
+    def TYPE(self) -> str:
+        return "order_rejected"
 
 
 class CommandRejected(NamedTuple):
@@ -122,7 +152,10 @@ class CommandRejected(NamedTuple):
     message: str
     order_id: int | None
     client_order_id: str | None
-    TYPE = "command_rejected"
+
+    @property
+    def TYPE(self) -> str:
+        return "command_rejected"
 
 
 class OrderCanceled(NamedTuple):
@@ -137,7 +170,10 @@ class OrderCanceled(NamedTuple):
     canceled_lots: int
     filled_lots: int
     reason: str  # user | ioc | fok | market | stp | post_only | reduce_only | liquidation | adl
-    TYPE = "order_canceled"
+
+    @property
+    def TYPE(self) -> str:
+        return "order_canceled"
 
 
 class OrderAmended(NamedTuple):
@@ -151,7 +187,10 @@ class OrderAmended(NamedTuple):
     qty_lots: int
     remaining_lots: int
     priority_kept: bool
-    TYPE = "order_amended"
+
+    @property
+    def TYPE(self) -> str:
+        return "order_amended"
 
 
 class TradeExecuted(NamedTuple):
@@ -170,7 +209,10 @@ class TradeExecuted(NamedTuple):
     maker_account_id: int
     maker_fee_atoms: int
     maker_remaining_lots: int
-    TYPE = "trade"
+
+    @property
+    def TYPE(self) -> str:
+        return "trade"
 
 
 class PositionChanged(NamedTuple):
@@ -183,7 +225,10 @@ class PositionChanged(NamedTuple):
     realized_pnl_atoms: int
     wallet_balance_atoms: int
     reason: str  # trade | liquidation | adl
-    TYPE = "position_changed"
+
+    @property
+    def TYPE(self) -> str:
+        return "position_changed"
 
 
 class AccountLiquidated(NamedTuple):
@@ -200,7 +245,10 @@ class AccountLiquidated(NamedTuple):
     insurance_fund_delta_atoms: int
     book_filled_lots: int
     adl_lots: int
-    TYPE = "liquidation"
+
+    @property
+    def TYPE(self) -> str:
+        return "liquidation"
 
 
 class PositionDeleveraged(NamedTuple):
@@ -217,7 +265,10 @@ class PositionDeleveraged(NamedTuple):
     position_after_lots: int
     rank: int  # 1 = first in line
     policy: str
-    TYPE = "adl"
+
+    @property
+    def TYPE(self) -> str:
+        return "adl"
 
 
 Event = (

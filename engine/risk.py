@@ -88,15 +88,25 @@ def available_atoms(acct: Account, instruments: dict[str, Instrument], marks: di
 
 
 def settle_fill(
-    acct: Account, symbol: str, delta_lots: int, value_atoms: int, favour_holder: bool = False
+    acct: Account,
+    symbol: str,
+    delta_lots: int,
+    value_atoms: int,
+    takeover: tuple[int, int] | None = None,
 ) -> int:
     """Apply a fill of `delta_lots` (signed: + buys) worth `value_atoms` (>= 0); return realized PnL.
 
     The wallet is credited with the realized PnL (no fee here). Positions that reach zero are
     removed from the account. The closed part's entry value rounds against the holder
-    (realized PnL down), except with `favour_holder` (the insurance fund closing a taken-over
-    position), where it rounds the other way so that the fund's loss never exceeds the budget
-    its order price was computed from.
+    (realized PnL down).
+
+    `takeover = (lots, bankruptcy value)` marks the insurance fund closing a position it took
+    over at that size and value. Its closed entry is then attributed cumulatively, once: after
+    n of the lots are closed, exactly floor(value * n / lots) of entry is gone, whatever the
+    number of fills. So the part left for ADL is worth the bankruptcy value of the remaining
+    lots rounded once (§6: counterparties close at the bankruptcy price, exact to the atom),
+    and rounding the fund's side down keeps its loss within the budget its order price was
+    computed from.
     """
     pos = acct.positions.get(symbol)
     if pos is None:
@@ -112,9 +122,12 @@ def settle_fill(
         closing = min(abs(delta_lots), abs(q))
         if closing == abs(q):
             closed_entry = pos.entry_value_atoms
+        elif takeover is not None:
+            lots, value = takeover
+            done = lots - abs(q)  # lots of the taken-over position closed before this fill
+            closed_entry = div_floor(value * (done + closing), lots) - div_floor(value * done, lots)
         else:
-            split = div_floor if favour_holder else div_ceil
-            closed_entry = split(pos.entry_value_atoms * closing, abs(q))
+            closed_entry = div_ceil(pos.entry_value_atoms * closing, abs(q))
         if closing == abs(delta_lots):
             close_value = value_atoms
         else:

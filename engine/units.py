@@ -97,8 +97,9 @@ def decimal_str_to_e8(text: str) -> int | None:
     if scale <= 8:
         if 8 - scale > 40:
             return None
-        return sign * digits * 10 ** (8 - scale)
-    div = 10 ** (scale - 8)
+        factor: int = 10 ** (8 - scale)
+        return sign * digits * factor
+    div: int = 10 ** (scale - 8)
     if digits % div:
         return None
     return sign * (digits // div)

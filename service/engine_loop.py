@@ -8,11 +8,14 @@ Handlers `await engine_loop.submit(command, after)`. The task drains the queue i
 3. runs `after(engine, events)` right away, so a handler's answer (e.g. the order after
    matching) is a snapshot taken before any later command of the batch touches it.
 
-Then, once per batch: `journal.append_batch(records)` writes (and, per EXCHANGE_FSYNC,
-fsyncs) the batch's commands, the events go to every sink (WebSocket hub, Redis publisher
-or the in-process ring; sinks never await), and only then are the futures resolved: no
-client hears of a command, and no event leaves the process, before it is journaled.
-Between batches a snapshot is written when one is due. Reads (GET
+Then, once per batch: `journal.append_batch(records)` writes the batch's commands, the
+events go to every sink (WebSocket hub, Redis publisher or the in-process ring; sinks never
+await), and only then are the futures resolved: no client hears of a command, and no event
+leaves the process, before it is journaled. With EXCHANGE_FSYNC=batch the fsync is
+pipelined: `journal.request_sync` has a helper process fsync what was written while this
+task goes on with the next batches, and the batches it covers are delivered when it
+returns (`_committed`; the answer is polled for between batches). Between batches a
+snapshot is written when one is due. Reads (GET
 routes) look at engine state directly from their handler: `apply` is synchronous and the
 event loop single-threaded, so a read always sees the state between two commands.
 
@@ -57,12 +60,14 @@ class EngineHalted(Exception):
 class Journal(Protocol):
     """What the engine loop needs from durability (service/storage/durable.py)."""
 
-    def append_batch(self, records: Sequence[tuple[Command, list[Any]]], sync: bool = True) -> None: ...
+    def append_batch(self, records: Sequence[tuple[Command, list[Any]]], sync: bool = True) -> int: ...
 
     @property
     def deferred_sync(self) -> bool: ...
 
-    def sync(self) -> None: ...
+    def request_sync(self, on_done: Callable[[Exception | None], None]) -> None: ...
+
+    def poll_sync(self) -> None: ...
 
     def snapshot_due(self) -> bool: ...
 
@@ -96,7 +101,10 @@ class EngineLoop:
         self._to_commit: list[tuple[list[Any], list[Any], int]] = []
         # the last seq handed to the sinks: everything up to it is journaled (and durable)
         self.delivered_seq = engine.seq
-        self._committer: asyncio.Task[None] | None = None
+        self._committing: list[tuple[list[Any], list[Any], int]] | None = None  # fsync in flight
+        self._commit_t0 = 0.0
+        self._hold_commit = False  # a batch is about to be written: let it join the next fsync
+        self._drained: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -125,13 +133,19 @@ class EngineLoop:
             return
         self._stopping = True
         self._queue.put_nowait(_STOP)
+        deadline = time.monotonic() + timeout
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            if self._committer is not None:
-                await asyncio.wait_for(asyncio.shield(self._committer), timeout)
+            if self._committing is not None or self._to_commit:
+                self._drained = asyncio.get_running_loop().create_future()
+                await asyncio.wait_for(self._drained, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             log.error("engine loop did not drain within %.1fs; cancelling", timeout)
             self._task.cancel()
+            # not known to be durable: fail them (and halt, so no snapshot claims them)
+            undelivered = (self._committing or []) + self._to_commit
+            self._committing, self._to_commit = None, []
+            self._fail_answers(TimeoutError("journal commit did not finish"), undelivered, None)
         self._fail_pending(EngineHalted("the service is shutting down"))
 
     # -- submission ----------------------------------------------------------------------
@@ -160,6 +174,15 @@ class EngineLoop:
                         stop = True
                         break
                     batch.append(item)
+            if self._committing is not None:
+                # Deliver what became durable before applying the next batch; the next fsync
+                # then starts after that batch is written, so it covers that batch too.
+                self._hold_commit = bool(batch)
+                self.journal.poll_sync()
+                self._hold_commit = False
+                if self.halted:  # that fsync failed: this batch must not be applied
+                    self._fail_submissions(batch)
+                    return
             if batch:
                 self._process(batch)
             if stop or self.halted:
@@ -179,9 +202,7 @@ class EngineLoop:
                 events = engine.apply(command)
             except Exception as exc:  # broken invariant or bug: stop, never limp on
                 self._halt(exc, command)
-                for _, f, _, _ in batch[i:]:
-                    if not f.done():
-                        f.set_exception(EngineHalted(self.halt_reason or "engine halted"))
+                self._fail_submissions(batch[i:])
                 break
             records.append((command, events))
             all_events.extend(events)
@@ -195,37 +216,50 @@ class EngineLoop:
                 except Exception as exc:  # a bug in the service's snapshot code, not in the engine
                     log.exception("answer for %r failed", command)
                     answers.append((fut, exc, False, t0))
-        deferred = bool(records) and self.journal.deferred_sync
+        deferred = self.journal.deferred_sync
+        written = 0
         if records:
             try:
-                self.journal.append_batch(records, sync=not deferred)
+                written = self.journal.append_batch(records, sync=not deferred)
             except Exception as exc:  # not durable: nobody may hear of these commands
-                self._fail_answers(exc, [(all_events, answers, len(batch))], records[0][0])
+                pending, self._to_commit = self._to_commit, []
+                self._fail_answers(exc, [*pending, (all_events, answers, len(batch))], records[0][0])
                 return
-        if deferred:
-            # Pipelined group commit: the fsync runs in a worker thread while this task goes on
-            # applying the next batches; events and answers go out only once it has returned.
+        # (a batch that wrote nothing, e.g. cancel-alls with nothing open, needs no fsync,
+        # but waits its turn behind batches that do)
+        if deferred and (written or self._to_commit or self._committing is not None):
+            # Pipelined group commit: the fsync runs in a helper process while this task goes on
+            # applying the next batches; events and answers go out only once it has returned,
+            # in batch order. Batches written while an fsync is in flight share the next one.
             self._to_commit.append((all_events, answers, len(batch)))
-            if self._committer is None or self._committer.done():
-                self._committer = asyncio.get_running_loop().create_task(self._commit(), name="journal-commit")
+            if self._committing is None:
+                self._start_commit()
             return
         self._deliver(all_events, answers, len(batch))
         self._maybe_snapshot()
 
-    async def _commit(self) -> None:
-        """fsync everything written so far, then deliver the batches it covers, in order."""
-        loop = asyncio.get_running_loop()
-        while self._to_commit:
-            covered, self._to_commit = self._to_commit, []
-            try:
-                await loop.run_in_executor(None, self.journal.sync)
-            except Exception as exc:  # not durable: nobody may hear of these commands
-                self._fail_answers(exc, covered + self._to_commit, None)
-                self._to_commit = []
-                return
+    def _start_commit(self) -> None:
+        self._committing, self._to_commit = self._to_commit, []
+        self._commit_t0 = time.perf_counter()
+        self.journal.request_sync(self._committed)
+
+    def _committed(self, exc: Exception | None) -> None:
+        """The fsync returned: deliver the batches it covers, in order; start the next one."""
+        covered, self._committing = self._committing or [], None
+        if exc is not None:  # not durable: nobody may hear of these commands
+            self._fail_answers(exc, covered + self._to_commit, None)
+            self._to_commit = []
+        else:
+            self.metrics.journal_commit.observe(time.perf_counter() - self._commit_t0)
+            self.metrics.journal_commit_batches.observe(len(covered))
             for events, answers, n in covered:
                 self._deliver(events, answers, n)
-        self._maybe_snapshot()
+            if self._to_commit and not self._hold_commit:
+                self._start_commit()  # even when halted: these were applied before the fault
+                return
+            self._maybe_snapshot()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     def _deliver(self, all_events: list[Any], answers: list[Any], batch_len: int) -> None:
         """Hand a journaled batch's events to the sinks, then answer its clients."""
@@ -258,7 +292,7 @@ class EngineLoop:
                     fut.set_exception(EngineHalted(self.halt_reason or "journal failed"))
 
     def _maybe_snapshot(self) -> None:
-        if self.halted or self._to_commit or not self.journal.snapshot_due():
+        if self.halted or self._to_commit or self._committing or not self.journal.snapshot_due():
             return
         try:
             t0 = time.perf_counter()
@@ -286,6 +320,12 @@ class EngineLoop:
             "ENGINE HALTED while applying %r; refusing all further commands", command, exc_info=exc
         )
         self._fail_pending(EngineHalted(self.halt_reason))
+
+    def _fail_submissions(self, items: list[Any]) -> None:
+        """Fail (command, future, after, t0) submissions that will never be applied."""
+        for _, fut, _, _ in items:
+            if not fut.done():
+                fut.set_exception(EngineHalted(self.halt_reason or "engine halted"))
 
     def _fail_pending(self, exc: EngineHalted) -> None:
         while not self._queue.empty():

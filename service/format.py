@@ -14,6 +14,7 @@ or an amount reads the same everywhere. Rules for event fields (engine name -> p
 
 `liquidation` and `adl` carry exactly the fields SPEC §8 names (`_EXACT_FIELDS`); their
 other engine fields (bankruptcy value, policy, ...) stay in the engine's own log.
+`liquidation` names its account both `account` (SPEC §8) and `account_id` (`_ALIASES`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ _RENAMES = {
     "book_filled_lots": "book_filled_qty",
     "adl_lots": "adl_qty",
 }
+
+# SPEC §8 calls the liquidated account of `liquidation` "account"; every other event (and
+# this one, since the first version) says `account_id`. Both are sent, with the same value.
+_ALIASES: dict[tuple[type, str], tuple[str, ...]] = {(ev.AccountLiquidated, "account_id"): ("account",)}
 
 _EXACT_FIELDS: dict[type, tuple[str, ...]] = {
     ev.AccountLiquidated: (
@@ -109,6 +114,8 @@ def _plan(cls: type) -> tuple[tuple[int, str, Any], ...]:
         if exact is not None and name not in exact:
             continue
         plan.append((i, name, conv))
+        for alias in _ALIASES.get((cls, name), ()):
+            plan.append((i, alias, conv))
     return tuple(plan)
 
 

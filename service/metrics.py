@@ -62,6 +62,19 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=r,
         )
+        self.journal_commit = Histogram(
+            "exchange_journal_commit_seconds",
+            "Pipelined group commit (EXCHANGE_FSYNC=batch): one fsync in the helper process, "
+            "request to answer",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.journal_commit_batches = Histogram(
+            "exchange_journal_commit_batches",
+            "Engine batches made durable by one group-commit fsync",
+            buckets=(1, 2, 3, 4, 6, 8, 16, 32, 64),
+            registry=r,
+        )
         self.publish_dropped = Counter(
             "exchange_publish_dropped_events",
             "Events dropped from the Redis backlog on overflow (a gap)",

@@ -131,7 +131,11 @@ class Services:
         )
         if s.gc_freeze:
             loop = asyncio.get_running_loop()
-            self.metrics.watch_gc(after_full=lambda: loop.call_soon(gc.freeze))
+
+            def freeze_soon() -> None:  # not inside the collector's callback
+                loop.call_soon(gc.freeze)
+
+            self.metrics.watch_gc(after_full=freeze_soon)
         else:
             self.metrics.watch_gc()
         await self.publisher.start()
@@ -153,6 +157,8 @@ class Services:
         """Readiness: the engine loop runs and, when configured, Redis answers."""
         if not self.loop.alive:
             return False, self.loop.halt_reason or "engine loop not running"
+        if self.journal.failure is not None:  # the next command will halt the engine
+            return False, f"journal cannot be made durable: {self.journal.failure}"
         if self.settings.redis_url and not await self.publisher.ping():
             return False, "redis unreachable"
         return True, "ok"

@@ -153,7 +153,7 @@ class WsHub:
                 books.add(event.symbol)
                 ch = "trades:" + event.symbol
                 if ch in channels:
-                    self._send(channels[ch], ch, event.seq, fmt.public_trade(event))
+                    self._send(channels[ch], ch, event.seq, {"type": "trade", **fmt.public_trade(event)})
                 for aid in (event.taker_account_id, event.maker_account_id):
                     if aid in accounts:
                         self._send(accounts[aid], "account", event.seq, fmt.fill_for(event, aid))

@@ -19,6 +19,7 @@ from api.schemas import (
     AdlPolicyOut,
     AdlPolicyRequest,
     BalanceOut,
+    CreateAccountRequest,
     CreatedAccountOut,
     DepositRequest,
     EngineStateOut,
@@ -51,7 +52,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     responses=_ERRORS,
     summary="Create an account and its API key",
 )
-async def create_account(services: ServicesDep, _admin: AdminDep) -> Response:
+async def create_account(
+    services: ServicesDep, _admin: AdminDep, body: CreateAccountRequest | None = None
+) -> Response:
     api_key = new_api_key()
     key_hash = hash_key(api_key)
     events = await submit(services, CreateAccount(key_hash))
@@ -152,6 +155,7 @@ async def engine_state(services: ServicesDep, _admin: AdminDep) -> Response:
             "state_hash": services.engine.state_hash(),
             "journal_records": services.journal.records,
             "fsync": services.settings.fsync,
+            "fsyncs": services.journal.fsyncs,
             "last_published_seq": services.publisher.last_published_seq,
             "publish_backlog": services.publisher.backlog(),
         }

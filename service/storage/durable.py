@@ -5,7 +5,8 @@ Guarantees (by `EXCHANGE_FSYNC` mode):
 - `batch` (default) and `always`: a command is on disk (written and fsynced) before its
   HTTP answer is sent and before any of its events leaves the process. A crash of the
   process or of the machine loses nothing that was acknowledged. `batch` pays one fsync
-  per engine batch (group commit), `always` one per command.
+  per group of engine batches (group commit, run by a helper process: syncer.py) and
+  `always` one per command, in the engine loop.
 - `off`: written to the OS before the answer; a process crash (kill -9) loses nothing, a
   machine crash may lose the last moments.
 
@@ -29,6 +30,7 @@ from service.storage.codec import decode_command, encode_command
 from service.storage.journal import JournalWriter, iter_records, prune_segments
 from service.storage.recovery import Recovered, recover
 from service.storage.snapshot import load_newest, snapshot_seq, snapshots, write_snapshot
+from service.storage.syncer import FsyncHelper
 
 log = logging.getLogger("service.durability")
 
@@ -57,6 +59,12 @@ class DurableJournal:
         self.last_seq = 0
         self._since_snapshot = 0
         self._snapshot_at = time.monotonic()
+        self._helper: FsyncHelper | None = None
+
+    @property
+    def fsyncs(self) -> int:
+        """fsyncs of the journal so far (in the service's process or its helper's)."""
+        return (self.writer.fsyncs if self.writer else 0) + (self._helper.fsyncs if self._helper else 0)
 
     def recover(self) -> Recovered:
         """Rebuild the engine from disk (repairing a torn tail), then open the journal for appends."""
@@ -64,6 +72,10 @@ class DurableJournal:
         rec = recover(self.data_dir, self.new_engine, repair=True)
         self.last_seq = rec.engine.seq
         self.writer = JournalWriter(self.data_dir, fsync=self.fsync, segment_bytes=self.segment_bytes)
+        if self.deferred_sync:  # started now, so a service that cannot fork fails at start
+            if self._helper is not None:
+                self._helper.close()
+            self._helper = FsyncHelper()
         log.info(
             "recovered seq %d from %s (snapshot at seq %d, %d commands replayed%s) in %.2fs",
             rec.engine.seq, self.data_dir, rec.snapshot_seq, rec.replayed,
@@ -74,17 +86,30 @@ class DurableJournal:
 
     @property
     def deferred_sync(self) -> bool:
-        """Whether the engine loop should write with `sync=False` and call `sync()` itself."""
+        """Whether the engine loop should write with `sync=False` and `request_sync` itself."""
         return self.fsync == "batch"
 
-    def sync(self) -> None:
-        """fsync everything written so far (worker-thread safe)."""
-        assert self.writer is not None
-        self.writer.sync()
+    def request_sync(self, on_done: Callable[[Exception | None], None]) -> None:
+        """Have the helper process fsync everything written so far; `on_done(None)` once it
+        is on disk, `on_done(exc)` if it cannot be (service/storage/syncer.py)."""
+        assert self.writer is not None and self.writer.path is not None
+        assert self._helper is not None, "recover() starts the helper in batch mode"
+        self._helper.request(self.writer.path, on_done)
 
-    def append_batch(self, records: Sequence[tuple[Any, list[Any]]], sync: bool = True) -> None:
+    @property
+    def failure(self) -> str | None:
+        """Why the journal can no longer be made durable (the fsync helper failed), if so."""
+        return self._helper.failed if self._helper is not None else None
+
+    def poll_sync(self) -> None:
+        """Run `on_done` now if the fsync in flight has returned (non-blocking)."""
+        if self._helper is not None:
+            self._helper.poll()
+
+    def append_batch(self, records: Sequence[tuple[Any, list[Any]]], sync: bool = True) -> int:
         """Write one engine batch of (stamped command, events), durably per the fsync mode
-        (in `batch` mode with `sync=False`, durable once `sync()` has returned)."""
+        (in `batch` mode with `sync=False`, durable once `request_sync` has answered).
+        Returns how many records were written (commands without events are not)."""
         assert self.writer is not None, "recover() first"
         out = []
         for command, events in records:
@@ -97,6 +122,7 @@ class DurableJournal:
             self._since_snapshot += len(out)
             self.last_seq = out[-1][1]
         self.batches += 1
+        return len(out)
 
     def snapshot_due(self) -> bool:
         return self._since_snapshot > 0 and (
@@ -151,6 +177,9 @@ class DurableJournal:
         return out
 
     def close(self) -> None:
+        if self._helper is not None:
+            self._helper.close()
+            self._helper = None
         if self.writer is not None:
             self.writer.close()
             self.writer = None

@@ -11,6 +11,11 @@ passes `segment_bytes`. Group commit: `append_batch` writes every record of a ba
 one `write` and, in `batch` mode, one `fsync`; `always` fsyncs after every record; `off`
 leaves flushing to the OS (a crash of the machine, not just the process, can lose the tail).
 
+The flush of an append is `fdatasync`: it writes the data and the metadata needed to read
+it back (the new file size), skipping only timestamps, as PostgreSQL's WAL does on Linux;
+measured here ~55 us of CPU per call against ~75 us for `fsync`. Closing a segment (roll,
+shutdown) uses a full `fsync`, and the directory is fsynced when a segment is created.
+
 Reading: a damaged record at the very end of the newest segment is a torn write from a
 crash; it is reported (and truncated by `repair_tail`). Damage anywhere else raises
 `JournalCorrupt` naming the file and byte offset: never silent loss.
@@ -21,7 +26,6 @@ from __future__ import annotations
 import itertools
 import os
 import struct
-import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -162,13 +166,12 @@ class JournalWriter:
         self._file = open(self._path, "ab") if self._path else None  # noqa: SIM115
         self.bytes_written = 0
         self.fsyncs = 0
-        self._lock = threading.Lock()
 
     def append_batch(self, records: list[tuple[int, int, int, bytes]], sync: bool = True) -> None:
         """Write (seq_before, seq, ts_ns, payload) records per the fsync mode, in one go.
 
-        In `batch` mode with `sync=False` the fsync is left to a later `sync()` call (the
-        engine loop's pipelined group commit runs it in a worker thread).
+        In `batch` mode with `sync=False` the fsync is left to the caller (the engine loop's
+        pipelined group commit has the fsync helper process do it, service/storage/syncer.py).
         """
         if not records:
             return
@@ -181,7 +184,7 @@ class JournalWriter:
                 blob = encode_record(before, seq, ts, payload)
                 f.write(blob)
                 f.flush()
-                os.fsync(f.fileno())
+                os.fdatasync(f.fileno())
                 self.fsyncs += 1
                 self.bytes_written += len(blob)
         else:
@@ -189,35 +192,32 @@ class JournalWriter:
             f.write(blob)
             f.flush()
             if self.fsync == "batch" and sync:
-                os.fsync(f.fileno())
+                os.fdatasync(f.fileno())
                 self.fsyncs += 1
             self.bytes_written += len(blob)
 
-    def sync(self) -> None:
-        """fsync what has been written so far (callable from a worker thread)."""
-        with self._lock:
-            if self._file is not None:
-                os.fsync(self._file.fileno())
-                self.fsyncs += 1
+    @property
+    def path(self) -> Path | None:
+        """The segment being appended to."""
+        return self._path
 
     def _roll(self, first_seq: int) -> None:
-        with self._lock:  # never close a file that a worker thread is fsyncing
-            if self._file is not None:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self._file.close()
-            self._path = self.directory / segment_name(first_seq)
-            self._file = open(self._path, "ab")  # noqa: SIM115
-            fsync_dir(self.directory)
+        if self._file is not None:  # the old segment is complete and durable before the new one
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self.fsyncs += 1
+            self._file.close()
+        self._path = self.directory / segment_name(first_seq)
+        self._file = open(self._path, "ab")  # noqa: SIM115
+        fsync_dir(self.directory)
 
     def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.flush()
-                if self.fsync != "off":
-                    os.fsync(self._file.fileno())
-                self._file.close()
-                self._file = None
+        if self._file is not None:
+            self._file.flush()
+            if self.fsync != "off":
+                os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
 
 
 def prune_segments(directory: Path, covered_seq: int) -> list[Path]:

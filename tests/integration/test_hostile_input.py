@@ -235,6 +235,26 @@ def test_admin_deposit_when_input_hostile_answers_400(api: Api, body: dict[str, 
     assert api.admin("GET", "/v1/admin/accounts/1").json() == before
 
 
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [(b"{bad", "MALFORMED_JSON"), (b'{"foo": 1}', "VALIDATION_ERROR"), (b"[]", "VALIDATION_ERROR")],
+    ids=["malformed", "unknown_field", "not_an_object"],
+)
+def test_admin_create_account_when_body_hostile_answers_400_and_creates_nothing(
+    api: Api, raw: bytes, error: str
+) -> None:
+    seq = api.admin("GET", "/v1/admin/engine").json()["seq"]
+    r = api.http.post(
+        "/v1/admin/accounts",
+        content=raw,
+        headers={**api.admin_headers, "Content-Type": "application/json"},
+    )
+    assert_error(r, 400, error)
+    assert api.admin("GET", "/v1/admin/engine").json()["seq"] == seq  # no account_created
+    ok = api.admin("POST", "/v1/admin/accounts", json={})  # no body, or `{}`, is fine
+    assert ok.status_code == 200 and set(ok.json()) == {"account_id", "api_key"}, ok.text
+
+
 def test_place_order_when_json_number_given_reads_shortest_decimal(api: Api, trader: str) -> None:
     with api.as_key(trader) as c:
         r = c.post("/v1/orders", json=_with(price=28000.1, qty=0.01))

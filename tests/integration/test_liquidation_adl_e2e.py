@@ -27,6 +27,7 @@ from tests.integration.helpers import Api, RedisServer, ServiceProcess, ws_conne
 
 LIQUIDATION = {
     "account_id": 1,
+    "account": 1,  # SPEC §8's name for it
     "symbol": "BTC-PERP",
     "qty": "0.3",
     "bankruptcy_price": "45025",

@@ -100,7 +100,8 @@ async def test_trades_and_account_channels_when_a_trade_prints_carry_public_and_
             )
             order_id = r.json()["order_id"]
             trade = await pub.expect(lambda m: m["channel"] == "trades:BTC-PERP")
-            assert {k: trade["data"][k] for k in ("price", "qty", "taker_side")} == {
+            assert {k: trade["data"][k] for k in ("type", "price", "qty", "taker_side")} == {
+                "type": "trade",
                 "price": "62000",
                 "qty": "0.01",
                 "taker_side": "buy",

@@ -95,4 +95,4 @@ class Sim:
         return self.engine.insurance_fund.wallet_atoms
 
     def of_type(self, evs: list[Any], type_name: str) -> list[Any]:
-        return [e for e in evs if e.TYPE == type_name]
+        return [e for e in evs if type_name == e.TYPE]

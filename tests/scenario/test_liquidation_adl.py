@@ -70,7 +70,17 @@ def test_crash_when_long_wiped_out_into_empty_book_adl_queue_closes_shorts_by_ra
     # Dave: realized = 4080 - 3590.014 = 489.986 -> 5489.17; his 8000 bid canceled (reason adl)
     assert sim.wallet(ids["dave"]) == atoms("5489.17")
     assert sim.size(ids["dave"], BTC) == 0
-    assert [e.reason for e in sim.of_type(evs, "order_canceled")] == ["adl"]
+    # §5.3: the fund's one IOC order is placed even though nothing can fill it (sell 1 BTC,
+    # limit 8975.1 = the bankruptcy price rounded up to the tick: the fund holds 0); it
+    # ends canceled with nothing filled, then ADL runs
+    (fund_order,) = [e for e in sim.of_type(evs, "order_accepted") if e.account_id == 0]
+    assert (fund_order.side, fund_order.price_ticks, fund_order.qty_lots, fund_order.time_in_force) == (
+        "sell", 89751, 1000, "IOC"
+    )
+    assert [(e.account_id, e.reason, e.filled_lots) for e in sim.of_type(evs, "order_canceled")] == [
+        (0, "ioc", 0),
+        (ids["dave"], "adl", 0),
+    ]
     # Bob: closes 0.3 of 0.5, closed entry 3000, realized = 3000 - 2692.5105 = 307.4895
     assert sim.wallet(ids["bob"]) == atoms("10306.4895")
     assert sim.size(ids["bob"], BTC) == -200
@@ -276,3 +286,34 @@ def test_adl_when_queue_policy_same_book_takes_from_first_in_rank_only() -> None
     evs = sim.mark(BTC, 8000)
     assert [(e.counterparty_account_id, e.qty_lots) for e in sim.of_type(evs, "adl")] == [(s3, 667), (s2, 333)]
     assert [sim.size(a, BTC) for a in (s1, s2, s3)] == [-333, -167, 0]
+
+
+def test_adl_after_many_fund_fills_closes_at_bankruptcy_value_rounded_once() -> None:
+    # Alice long 1 BTC @10000 with wallet 1095.00000002: BV = 10000 - 1095.00000002
+    # = 8904.99999998 (890,499,999,998 atoms), bp 8904.99999998. Mark 8940: equity 35.00000002
+    # < MM 44.7. Fund 0: its sell limit is bp rounded up to the tick, 8905.0, so Xena's forty
+    # 0.001 bids at 8920 all fill (40 lots, one fill each); the other 960 lots go to Sam by ADL.
+    sim = Sim()
+    sim.mark(BTC, 10000)
+    ids = {"sam": sim.account(100000), "xena": sim.account(100000), "alice": sim.account("1100.00000002")}
+    sim.limit(ids["sam"], BTC, "sell", "1", 10000)
+    sim.limit(ids["alice"], BTC, "buy", "1", 10000)
+    for _ in range(40):
+        sim.limit(ids["xena"], BTC, "buy", "0.001", 8920)
+    evs = sim.mark(BTC, 8940)
+    (liq,) = sim.of_type(evs, "liquidation")
+    bv = 890_499_999_998
+    assert (liq.bankruptcy_value_atoms, liq.book_filled_lots, liq.adl_lots) == (bv, 40, 960)
+    assert len(sim.of_type(evs, "trade")) == 40
+    # The fund's 40 lots carry floor(bv * 40/1000) = floor(35,619,999,999.92) of entry,
+    # attributed once over all forty fills: its gain 40 * 8.92 USD - that = 0.60000001.
+    assert liq.insurance_fund_delta_atoms == 40 * 892_000_000 - 35_619_999_999 == 60_000_001
+    # Sam closes the other 960 lots at the bankruptcy price: bv * 960/1000 = 854,879,999,998.08,
+    # which he pays, rounded up once: 854,879,999,999. (Rounding the fund's entry down on every
+    # fill instead left 854,880,000,000 for ADL: Sam paid an atom more than the bankruptcy price.)
+    (adl,) = sim.of_type(evs, "adl")
+    assert (adl.counterparty_account_id, adl.qty_lots, adl.value_atoms) == (ids["sam"], 960, 854_879_999_999)
+    # Sam's closed entry is 960/1000 of 10000: realized = 9600 - 8548.79999999 = 1051.20000001
+    assert adl.realized_pnl_atoms == 960_000_000_000 - 854_879_999_999
+    assert sim.fund == 60_000_001
+    assert sim.wallet(ids["alice"]) == 0 and sim.size(ids["alice"], BTC) == 0

@@ -48,32 +48,34 @@ def _v(lots: int, price: int) -> int:
 
 # == settle_fill =============================================================================
 
-# size, entry, delta, value, favour_holder -> realized, size_after, entry_after
+# size, entry, delta, value, takeover -> realized, size_after, entry_after
 SETTLE_CASES = [
     # opening and increasing: no realized PnL, entry value adds up
-    ("open_long", 0, 0, 10, _v(10, MARK), False, 0, 10, _v(10, MARK)),
-    ("open_short", 0, 0, -10, _v(10, MARK), False, 0, -10, -_v(10, MARK)),
-    ("increase_long", 10, _v(10, MARK), 5, _v(5, 120_000), False, 0, 15, _v(10, MARK) + _v(5, 120_000)),
-    ("increase_short", -10, -_v(10, MARK), -5, _v(5, 90_000), False, 0, -15, -_v(10, MARK) - _v(5, 90_000)),
+    ("open_long", 0, 0, 10, _v(10, MARK), None, 0, 10, _v(10, MARK)),
+    ("open_short", 0, 0, -10, _v(10, MARK), None, 0, -10, -_v(10, MARK)),
+    ("increase_long", 10, _v(10, MARK), 5, _v(5, 120_000), None, 0, 15, _v(10, MARK) + _v(5, 120_000)),
+    ("increase_short", -10, -_v(10, MARK), -5, _v(5, 90_000), None, 0, -15, -_v(10, MARK) - _v(5, 90_000)),
     # partial reduce, exact pro rata
-    ("reduce_long_profit", 10, _v(10, MARK), -4, _v(4, 110_000), False, _v(4, 10_000), 6, _v(6, MARK)),
-    ("reduce_short_profit", -10, -_v(10, MARK), 4, _v(4, 90_000), False, _v(4, 10_000), -6, -_v(6, MARK)),
-    ("reduce_long_loss", 10, _v(10, MARK), -4, _v(4, 90_000), False, -_v(4, 10_000), 6, _v(6, MARK)),
+    ("reduce_long_profit", 10, _v(10, MARK), -4, _v(4, 110_000), None, _v(4, 10_000), 6, _v(6, MARK)),
+    ("reduce_short_profit", -10, -_v(10, MARK), 4, _v(4, 90_000), None, _v(4, 10_000), -6, -_v(6, MARK)),
+    ("reduce_long_loss", 10, _v(10, MARK), -4, _v(4, 90_000), None, -_v(4, 10_000), 6, _v(6, MARK)),
     # partial reduce with a remainder: closed entry = ceil(entry * closed / |q|) -> realized rounds down
-    ("reduce_long_rounds_down", 3, 1_000, -1, 400, False, 66, 2, 666),  # 400 - 333.3 = 66.7 -> 66
-    ("reduce_short_rounds_down", -3, -1_000, 1, 300, False, 33, -2, -667),  # -300 + 333.3 = 33.3 -> 33
-    ("reduce_long_2_of_3", 3, 1_000, -2, 700, False, 33, 1, 333),  # 700 - 666.7 = 33.3 -> 33
-    ("reduce_short_2_of_3", -3, -1_000, 2, 700, False, -34, -1, -334),  # -700 + 666.7 = -33.3 -> -34
-    # the insurance fund closing a take-over: rounds the other way (favours the holder)
-    ("fund_reduce_long", 3, 1_000, -1, 400, True, 67, 2, 667),
-    ("fund_reduce_short", -3, -1_000, 1, 300, True, 34, -2, -666),
+    ("reduce_long_rounds_down", 3, 1_000, -1, 400, None, 66, 2, 666),  # 400 - 333.3 = 66.7 -> 66
+    ("reduce_short_rounds_down", -3, -1_000, 1, 300, None, 33, -2, -667),  # -300 + 333.3 = 33.3 -> 33
+    ("reduce_long_2_of_3", 3, 1_000, -2, 700, None, 33, 1, 333),  # 700 - 666.7 = 33.3 -> 33
+    ("reduce_short_2_of_3", -3, -1_000, 2, 700, None, -34, -1, -334),  # -700 + 666.7 = -33.3 -> -34
+    # the insurance fund closing a take-over (3 lots worth 1,000): rounds the other way
+    ("fund_reduce_long", 3, 1_000, -1, 400, (3, 1_000), 67, 2, 667),
+    ("fund_reduce_short", -3, -1_000, 1, 300, (3, -1_000), 34, -2, -666),
+    # ... cumulatively: 1 of 3 lots closed before (333 of entry gone), now the 2nd: 666 - 333
+    ("fund_reduce_long_after_earlier_fill", 2, 667, -1, 400, (3, 1_000), 67, 1, 334),
     # full close
-    ("close_long", 10, _v(10, MARK), -10, _v(10, 110_000), False, _v(10, 10_000), 0, 0),
-    ("close_short", -10, -_v(10, MARK), 10, _v(10, 110_000), False, -_v(10, 10_000), 0, 0),
-    ("close_odd_entry", 3, 1_000, -3, 999, False, -1, 0, 0),
+    ("close_long", 10, _v(10, MARK), -10, _v(10, 110_000), None, _v(10, 10_000), 0, 0),
+    ("close_short", -10, -_v(10, MARK), 10, _v(10, 110_000), None, -_v(10, 10_000), 0, 0),
+    ("close_odd_entry", 3, 1_000, -3, 999, None, -1, 0, 0),
     # flip: the rest opens at the fill price
-    ("flip_long_to_short", 10, _v(10, MARK), -15, _v(15, 110_000), False, _v(10, 10_000), -5, -_v(5, 110_000)),
-    ("flip_short_to_long", -10, -_v(10, MARK), 15, _v(15, 110_000), False, -_v(10, 10_000), 5, _v(5, 110_000)),
+    ("flip_long_to_short", 10, _v(10, MARK), -15, _v(15, 110_000), None, _v(10, 10_000), -5, -_v(5, 110_000)),
+    ("flip_short_to_long", -10, -_v(10, MARK), 15, _v(15, 110_000), None, -_v(10, 10_000), 5, _v(5, 110_000)),
 ]
 
 
@@ -83,11 +85,11 @@ SETTLE_CASES = [
     ids=[row[0] for row in SETTLE_CASES],
 )
 def test_settle_fill_when_position_changes_realizes_only_the_reducing_part(
-    size: int, entry: int, delta: int, value: int, favour: bool, realized: int, size_after: int, entry_after: int
+    size: int, entry: int, delta: int, value: int, favour: tuple[int, int] | None, realized: int, size_after: int, entry_after: int
 ) -> None:
     wallet0 = 1_000 * USD
     acct = _acct(size, entry, wallet0)
-    got = settle_fill(acct, BTC, delta, value, favour_holder=favour)
+    got = settle_fill(acct, BTC, delta, value, takeover=favour)
     assert got == realized
     assert acct.wallet_atoms == wallet0 + realized
     assert acct.size(BTC) == size_after
