@@ -182,11 +182,26 @@ class Load:
 
 
 async def order_load(
-    base_url: str, keys: list[str], clients: int, seconds: float, load: Load, seed: int = 1
+    base_url: str,
+    keys: list[str],
+    clients: int,
+    seconds: float,
+    load: Load,
+    seed: int = 1,
+    requests: int = 0,
 ) -> None:
     """`clients` asyncio tasks, each on one account: resting and crossing BTC-PERP limit
-    orders and cancels of its own resting orders, until `seconds` pass or the server dies."""
-    deadline = time.monotonic() + seconds
+    orders and cancels of its own resting orders, until `seconds` pass or the server dies.
+    With `requests`, the load goes on past `seconds` until that many were answered (the
+    count a test needs must not depend on how fast a shared CI machine happens to be)."""
+    start = time.monotonic()
+
+    def going() -> bool:
+        elapsed = time.monotonic() - start
+        if elapsed < seconds:
+            return True
+        assert elapsed < 120, f"only {load.requests} of {requests} requests in {elapsed:.0f} s"
+        return load.requests < requests
 
     async def client(i: int) -> None:
         rng = random.Random(seed * 1000 + i)
@@ -195,7 +210,7 @@ async def order_load(
         async with httpx.AsyncClient(
             base_url=base_url, headers={"X-API-Key": key}, timeout=10
         ) as c:
-            while time.monotonic() < deadline:
+            while going():
                 roll = rng.random()
                 try:
                     if roll < 0.2 and resting:
@@ -387,7 +402,7 @@ async def test_redis_outage_during_load_publishes_every_seq_exactly_once(
     api = Api(svc)
     keys = setup_market(api)
     load = Load({})
-    task = asyncio.create_task(order_load(svc.base_url, keys, 6, 5.0, load))
+    task = asyncio.create_task(order_load(svc.base_url, keys, 6, 5.0, load, requests=250))
     await asyncio.sleep(1.0)
     redis_srv.stop(save=True)  # what it holds survives, as with a persistent Redis
     await asyncio.sleep(0.5)
@@ -475,7 +490,7 @@ def test_torn_tail_is_cut_and_logged_but_corrupt_middle_refuses_to_start(
     svc: ServiceProcess = start_service()
     api = Api(svc)
     keys = setup_market(api, accounts=2)
-    asyncio.run(order_load(svc.base_url, keys, 2, 0.7, Load({})))
+    asyncio.run(order_load(svc.base_url, keys, 2, 0.7, Load({}), requests=40))
     svc.kill()
     data = svc.data_dir
 
@@ -535,7 +550,7 @@ async def test_backlog_overflow_while_redis_down_regenerates_dropped_events(
         keys = setup_market(api)
         await asyncio.to_thread(adl_scenario, api)
         load = Load({})  # a few hundred orders, Redis still down
-        await order_load(svc.base_url, keys, 4, 1.5, load)
+        await order_load(svc.base_url, keys, 4, 0.5, load, requests=200)
         assert load.requests >= 200, load
         state = engine_state(api)
         assert state["publish_backlog"] <= 50 and state["last_published_seq"] == 0
