@@ -399,23 +399,24 @@ class Engine:
         """Match a taker order, then rest it (GTC limit) or cancel its rest."""
         book = self.books[order.symbol]
         if order.time_in_force == c.FOK and self._fok_fillable(order, book, limit_ticks) < order.remaining_lots:
-            self._finish_taker(order, acct, "fok")
+            self._cancel_remaining(order, acct, "fok")
             return
         stopped = self._match(order, acct, book, limit_ticks)
         if order.remaining_lots == 0:
             order.status = "filled"
             self._close_order(acct, order)
         elif stopped is not None:
-            self._finish_taker(order, acct, stopped)
+            self._cancel_remaining(order, acct, stopped)
         elif order.time_in_force == c.GTC and order.order_type == c.LIMIT:
             order.status = "partially_filled" if order.filled_lots else "new"
             book.add(order)
             acct.open_orders[order.order_id] = order
             acct.track_open(order, order.remaining_lots)
         else:
-            self._finish_taker(order, acct, "market" if order.order_type == c.MARKET else "ioc")
+            self._cancel_remaining(order, acct, "market" if order.order_type == c.MARKET else "ioc")
 
-    def _finish_taker(self, order: Order, acct: Account, reason: str) -> None:
+    def _cancel_remaining(self, order: Order, acct: Account, reason: str) -> None:
+        """Cancel what is left of an order that is not (or no longer) in the book."""
         canceled = order.remaining_lots
         order.remaining_lots = 0
         order.status = "canceled"
@@ -612,22 +613,7 @@ class Engine:
         self.books[order.symbol].remove(order)
         del acct.open_orders[order.order_id]
         acct.track_open(order, -order.remaining_lots)
-        canceled = order.remaining_lots
-        order.remaining_lots = 0
-        order.status = "canceled"
-        self._close_order(acct, order)
-        self._emit(
-            ev.OrderCanceled,
-            order.account_id,
-            order.order_id,
-            order.client_order_id,
-            order.symbol,
-            order.side,
-            order.price_ticks,
-            canceled,
-            order.filled_lots,
-            reason,
-        )
+        self._cancel_remaining(order, acct, reason)
 
     def _open_order(self, account_id: int, order_id: int) -> tuple[Account, Order]:
         acct = self._account(account_id)
@@ -826,7 +812,7 @@ class Engine:
             book_filled = order.filled_lots
             order.status = "filled" if order.remaining_lots == 0 else "canceled"
             if order.remaining_lots:
-                self._finish_taker(order, fund, "ioc")
+                self._cancel_remaining(order, fund, "ioc")
         delta = fund.wallet_atoms - balance_before
         if fund.wallet_atoms < 0:
             raise InvariantViolation("insurance fund below zero")
