@@ -970,6 +970,20 @@ class Engine:
             if ids != actual:
                 raise InvariantViolation(f"{sym}: holders index out of sync")
 
+    def config_fingerprint(self) -> str:
+        """SHA-256 of the rules: instruments (fees, tiers, bands, ADL defaults) and limits.
+
+        Not part of the state hash: it does not change with commands. The journal records it,
+        so a data dir is never replayed under other rules than it was written with.
+        """
+        rules = (
+            sorted(self.instruments.items()),
+            self.max_open_orders,
+            self.closed_orders_kept,
+            [self.recent_trades[s].maxlen for s in self.symbols],
+        )
+        return hashlib.sha256(repr(rules).encode()).hexdigest()
+
     def state_hash(self) -> str:
         """SHA-256 of a canonical rendering of the whole state (stable across processes)."""
         h = hashlib.sha256()

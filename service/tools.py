@@ -3,8 +3,11 @@
 - verify: replay snapshot + journal read-only, check invariants, print seq and state hash;
   exit status 1 on any corruption or divergence.
 - dump: print journal records as JSON lines (seq range, ts_ns, command).
-- snapshot: recover (repairing a torn tail), write a snapshot now and prune what it covers.
-  Run it only while the service is stopped (the service takes its own snapshots while running).
+- snapshot: recover (repairing a torn tail) and write a snapshot now. It takes the data dir's
+  lock, so it refuses to run while the service runs (the service takes its own snapshots).
+  It prunes nothing unless given `--prune`: journal segments behind the snapshot may still be
+  needed to regenerate events that Redis has not received yet, and only the running service
+  knows how far publication got. Use `--prune` when Redis has everything (or is not used).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import orjson
 
 from engine.engine import Engine
 from service.storage.codec import decode_command, encode_command
+from service.storage.durable import DataDirLocked, lock_data_dir
 from service.storage.journal import JournalCorrupt, iter_records, prune_segments
 from service.storage.recovery import RecoveryError, recover
 from service.storage.snapshot import prune_snapshots, write_snapshot
@@ -61,13 +65,27 @@ def cmd_dump(directory: Path, after: int, limit: int | None) -> int:
     return 0
 
 
-def cmd_snapshot(directory: Path, factory: Callable[[], Engine]) -> int:
-    rec = recover(directory, factory, repair=True)
-    path = write_snapshot(directory, rec.engine)
-    pruned = prune_segments(directory, rec.engine.seq)
-    prune_snapshots(directory, keep=2)
-    print(f"wrote {path} at seq {rec.engine.seq}; pruned {len(pruned)} journal segment(s)")
-    return 0
+def cmd_snapshot(directory: Path, factory: Callable[[], Engine], prune: bool) -> int:
+    try:
+        lock = lock_data_dir(directory)
+    except DataDirLocked as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    try:
+        try:
+            rec = recover(directory, factory, repair=True)
+        except (JournalCorrupt, RecoveryError) as exc:
+            print(f"FAILED: {exc}", file=sys.stderr)
+            return 1
+        path = write_snapshot(directory, rec.engine)
+        pruned = []
+        if prune:
+            pruned = prune_segments(directory, rec.engine.seq)
+            prune_snapshots(directory, keep=1)
+        print(f"wrote {path} at seq {rec.engine.seq}; pruned {len(pruned)} journal segment(s)")
+        return 0
+    finally:
+        lock.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("verify", "dump", "snapshot"):
         p = sub.add_parser(name)
         p.add_argument("data_dir", type=Path)
+        if name == "snapshot":
+            p.add_argument(
+                "--prune",
+                action="store_true",
+                help="delete journal segments and snapshots behind the new snapshot "
+                "(only when Redis already has every event, or Redis is not used)",
+            )
         if name == "dump":
             p.add_argument("--after", type=int, default=0, help="only records with seq > AFTER")
             p.add_argument("--limit", type=int, default=None)
@@ -86,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     factory = _engine_factory(args.config)
     if args.cmd == "verify":
         return cmd_verify(args.data_dir, factory)
-    return cmd_snapshot(args.data_dir, factory)
+    return cmd_snapshot(args.data_dir, factory, args.prune)
 
 
 if __name__ == "__main__":

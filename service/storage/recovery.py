@@ -1,8 +1,10 @@
 """Start-up recovery: newest valid snapshot + replay of the journal tail.
 
-Replay goes through the same deterministic engine. After every record the engine's seq must
-equal the seq recorded with it, else the data dir does not describe this engine (wrong
-config, wrong version, tampering) and recovery stops with an error rather than guess.
+Replay goes through the same deterministic engine. The snapshot and every journal segment
+must carry this engine's config fingerprint (instruments, fees, tiers, limits), and after
+every record the engine's seq must equal the seq recorded with it; else the data dir does not
+describe this engine (other config, other version, tampering) and recovery stops with an
+error rather than guess.
 A torn last record is truncated and logged; any other damage raises `JournalCorrupt`.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 
 from engine.engine import Engine
 from service.storage.codec import decode_command
-from service.storage.journal import TornTail, read_journal, repair_tail
+from service.storage.journal import ConfigMismatch, TornTail, read_journal, repair_tail
 from service.storage.snapshot import load_newest
 
 log = logging.getLogger("exchange.recovery")
@@ -43,11 +45,22 @@ def recover(
 ) -> Recovered:
     """Rebuild the engine from `directory`. `on_events` sees the replayed events (for re-publishing)."""
     directory.mkdir(parents=True, exist_ok=True)
+    fresh = new_engine()
+    config = fresh.config_fingerprint()
     engine = load_newest(directory, max_seq=max_snapshot_seq)
     snapshot_seq = engine.seq if engine is not None else 0
     if engine is None:
-        engine = new_engine()
-    records, torn = read_journal(directory)
+        engine = fresh
+    elif engine.config_fingerprint() != config:
+        raise RecoveryError(
+            f"the snapshot at seq {snapshot_seq} in {directory} holds other instruments or limits "
+            "than this service is configured with: start with the EXCHANGE_CONFIG the data dir "
+            "was written with, or start from an empty data dir"
+        )
+    try:
+        records, torn = read_journal(directory, config)
+    except ConfigMismatch as exc:
+        raise RecoveryError(str(exc)) from exc
     if torn is not None:
         log.warning(
             "torn journal tail in %s at offset %d (%d bytes): a crash interrupted a write; %s",

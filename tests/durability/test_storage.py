@@ -23,6 +23,7 @@ from service.storage.recovery import RecoveryError, recover
 from service.storage.snapshot import load_newest, snapshots, write_snapshot
 
 BTC = "BTC-PERP"
+CONFIG = Engine().config_fingerprint()
 
 
 def random_commands(seed: int, n: int) -> list[c.Command]:
@@ -60,7 +61,7 @@ def random_commands(seed: int, n: int) -> list[c.Command]:
 
 def run_journaled(directory: Path, cmds: list[c.Command], fsync: str = "off", segment_bytes: int = 1 << 20) -> Engine:
     engine = Engine()
-    writer = JournalWriter(directory, fsync=fsync, segment_bytes=segment_bytes)
+    writer = JournalWriter(directory, CONFIG, fsync=fsync, segment_bytes=segment_bytes)
     for cmd in cmds:
         before = engine.seq
         engine.apply(cmd)
@@ -86,7 +87,7 @@ def test_recover_when_journal_only_replays_to_same_state_hash(tmp_path: Path) ->
 def test_recover_when_snapshot_in_the_middle_replays_only_the_tail(tmp_path: Path) -> None:
     cmds = random_commands(2, 400)
     engine = Engine()
-    writer = JournalWriter(tmp_path, fsync="off", segment_bytes=4096)
+    writer = JournalWriter(tmp_path, CONFIG, fsync="off", segment_bytes=4096)
     for i, cmd in enumerate(cmds):
         before = engine.seq
         engine.apply(cmd)
@@ -147,7 +148,7 @@ def test_recover_when_a_segment_is_missing_refuses_with_gap_error(tmp_path: Path
 def test_recover_when_snapshot_is_damaged_falls_back_to_older_state(tmp_path: Path) -> None:
     cmds = random_commands(7, 200)
     engine = Engine()
-    writer = JournalWriter(tmp_path, fsync="off")
+    writer = JournalWriter(tmp_path, CONFIG, fsync="off")
     for i, cmd in enumerate(cmds):
         before = engine.seq
         engine.apply(cmd)
@@ -233,3 +234,114 @@ def test_durable_journal_when_range_was_pruned_raises_lookup_error(tmp_path: Pat
     (tmp_path / next(p.name for p in snapshots(tmp_path))).unlink()  # and the base snapshot is lost
     with pytest.raises(LookupError):
         dj.events_between(5, 50)
+
+
+# -- damage that a crash cannot cause is never taken for a torn tail (audit R1) ------------------
+
+
+@pytest.mark.parametrize("which", ["middle", "last"])
+def test_recover_when_a_length_field_is_damaged_refuses_instead_of_cutting_records(
+    tmp_path: Path, which: str
+) -> None:
+    run_journaled(tmp_path, random_commands(11, 100))
+    (seg,) = segments(tmp_path)
+    records, _ = read_journal(tmp_path)
+    victim = records[len(records) // 2] if which == "middle" else records[-1]
+    data = bytearray(seg.read_bytes())
+    data[victim.offset + 1] ^= 0x40  # the length now points past the end of the file
+    seg.write_bytes(bytes(data))
+    with pytest.raises(JournalCorrupt, match="header checksum") as err:
+        recover(tmp_path, Engine)
+    assert err.value.path == seg and err.value.offset == victim.offset
+    assert seg.read_bytes() == bytes(data)  # nothing was cut
+
+
+def test_recover_when_the_newest_segment_lost_its_header_in_a_crash_starts_it_again(
+    tmp_path: Path,
+) -> None:
+    engine = run_journaled(tmp_path, random_commands(12, 300), segment_bytes=2048)
+    newest = tmp_path / "journal-99999999999999999999.log"
+    newest.write_bytes(b"PXJR")  # created, then the crash came mid-header
+    rec = recover(tmp_path, Engine)
+    assert rec.torn is not None and rec.torn.path == newest and rec.torn.offset == 0
+    assert rec.engine.state_hash() == engine.state_hash()
+    writer = JournalWriter(tmp_path, CONFIG, fsync="off")  # writes the header afresh
+    writer.append_batch([(engine.seq, engine.seq + 1, 1, encode_command(c.CreateAccount("z")))])
+    writer.close()
+    assert read_journal(tmp_path)[0][-1].seq == engine.seq + 1
+
+
+# -- the journal remembers the rules it was written under (audit R7) ---------------------------
+
+
+def _with_taker_fee(ppm: int) -> Engine:
+    from dataclasses import replace
+
+    from engine.instruments import default_instruments
+
+    return Engine({s: replace(i, taker_fee_ppm=ppm) for s, i in default_instruments().items()})
+
+
+def test_recover_when_fees_differ_refuses_although_seq_counts_would_match(tmp_path: Path) -> None:
+    cmds = random_commands(13, 200)
+    run_journaled(tmp_path, cmds)
+    other = _with_taker_fee(100)
+    for cmd in cmds:  # the same commands give the same seqs under other fees...
+        other.apply(cmd)
+    assert other.seq == run_journaled(tmp_path / "b", cmds).seq
+    with pytest.raises(RecoveryError, match="config fingerprint"):  # ...but other balances
+        recover(tmp_path, lambda: _with_taker_fee(100))
+
+
+def test_recover_when_the_snapshot_holds_other_rules_refuses(tmp_path: Path) -> None:
+    engine = run_journaled(tmp_path, random_commands(14, 100))
+    write_snapshot(tmp_path, engine)
+    with pytest.raises(RecoveryError, match="snapshot"):
+        recover(tmp_path, lambda: _with_taker_fee(100))
+
+
+# -- the data dir lock and the operator's snapshot (audit R4, R6) --------------------------------
+
+
+def test_data_dir_when_held_by_one_journal_refuses_a_second_until_closed(tmp_path: Path) -> None:
+    from service.storage.durable import DataDirLocked, DurableJournal
+
+    first = DurableJournal(tmp_path, Engine, fsync="off")
+    first.recover()
+    second = DurableJournal(tmp_path, Engine, fsync="off")
+    with pytest.raises(DataDirLocked, match="in use by another process"):
+        second.recover()
+    first.close()
+    second.recover()
+    second.close()
+
+
+def test_tools_snapshot_when_run_keeps_segments_unless_asked_to_prune(tmp_path: Path) -> None:
+    from service.storage.durable import DurableJournal
+    from service.tools import main
+
+    run_journaled(tmp_path, random_commands(15, 300), segment_bytes=2048)
+    before = segments(tmp_path)
+    assert len(before) >= 3
+    held = DurableJournal(tmp_path, Engine, fsync="off")
+    held.recover()
+    assert main(["snapshot", str(tmp_path)]) == 1  # the service holds the dir
+    held.close()
+    assert main(["snapshot", str(tmp_path)]) == 0
+    assert segments(tmp_path) == before  # Redis may still need them
+    assert main(["snapshot", "--prune", str(tmp_path)]) == 0
+    assert len(segments(tmp_path)) == 1
+
+
+def test_snapshot_when_fsync_off_first_makes_the_journal_durable(tmp_path: Path) -> None:
+    from service.storage.durable import DurableJournal
+
+    dj = DurableJournal(tmp_path, Engine, fsync="off")
+    live = dj.recover().engine
+    for cmd in random_commands(16, 50):
+        dj.append_batch([(cmd, live.apply(cmd))])
+    assert dj.writer is not None
+    synced = dj.writer.fsyncs
+    dj.snapshot(live)  # a snapshot must never claim records the disk may not have
+    assert dj.writer.fsyncs == synced + 1
+    dj.close()
