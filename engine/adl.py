@@ -11,8 +11,9 @@ Allocation policies return [(account_id, lots)] in ranking order:
 - pro-rata: split over all profitable counterparties by |q| (lots rounded down, leftover lots
   one by one in ranking order); if they hold less than the remainder, the rest by queue.
 
-The ADL fill value is split by quantity with `split_value` (shares rounded toward zero, the
-remainder to the last share) so the shares add up to the position's value exactly.
+The ADL fill value is split by quantity with `split_value`, cumulatively: after the first k
+counterparties exactly trunc(V * lots_so_far / Q) has been handed over, so every share is
+within one atom of bankruptcy price x its qty and the shares add up to V exactly.
 """
 
 from __future__ import annotations
@@ -91,11 +92,20 @@ def allocate_pro_rata(
 def split_value(total_atoms: int, total_lots: int, parts: list[int]) -> list[int]:
     """Split `total_atoms` for `total_lots` over `parts` (lots each, summing to total_lots).
 
-    Each share is `total * part / total_lots` rounded toward zero; the last share takes the
-    remainder, so the shares add up to `total_atoms` exactly.
+    Cumulative rounding: share k is trunc(total * (p_1 + .. + p_k) / total_lots) minus the
+    same for k - 1. Each share is within one atom of its exact value `total * p_k /
+    total_lots` (rounding each share alone and giving the last one the remainder would pile
+    up to n - 1 atoms of error on the last counterparty), and the shares add up to
+    `total_atoms` exactly.
     """
-    shares = [div_trunc(total_atoms * p, total_lots) for p in parts[:-1]]
-    shares.append(total_atoms - sum(shares))
+    shares = []
+    handed = 0  # trunc(total * cum / total_lots) so far
+    cum = 0
+    for p in parts:
+        cum += p
+        upto = div_trunc(total_atoms * cum, total_lots)
+        shares.append(upto - handed)
+        handed = upto
     return shares
 
 

@@ -703,7 +703,7 @@ class Engine:
         self._moved.clear()
         while candidates:
             below: list[tuple[Fraction, int]] = []
-            for aid in candidates:
+            for aid in sorted(candidates):  # by id: flat debts are covered in that order
                 if aid == INSURANCE_FUND_ID:
                     continue
                 acct = self.accounts[aid]

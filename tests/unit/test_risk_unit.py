@@ -435,3 +435,25 @@ def test_place_when_leverage_raised_accepts_larger_order(ex: Ex) -> None:
     ex.ok(c.SetLeverage(a, BTC, 20))
     oid = accepted_id(ex.place(a, BUY, 20, MARK - 100))
     assert oid in ex.engine.books[BTC].orders
+
+
+# -- ADL value split (SPEC §6: "value split by quantity, exact to the atom") -------------------
+
+
+def test_split_value_when_many_counterparties_each_share_is_within_one_atom() -> None:
+    from fractions import Fraction
+
+    from engine.adl import split_value
+
+    # an audit's case: 84 lots worth 69,608,666,667 atoms against twelve shorts of 7 lots;
+    # the remainder-to-the-last rule put 2.75 atoms too much on the last one
+    for total, parts in (
+        (69_608_666_667, [7] * 12),
+        (69_608_666_667, [2] * 40 + [4]),
+        (-1_000_000_007, [1, 5, 3, 3, 1]),  # negative: a short taken over below zero
+        (10, [3]),
+    ):
+        shares = split_value(total, sum(parts), parts)
+        assert sum(shares) == total
+        for share, lots in zip(shares, parts, strict=True):
+            assert abs(share - Fraction(total * lots, sum(parts))) < 1, (share, lots)
