@@ -36,7 +36,7 @@ from typing import Any
 
 from engine.engine import Engine
 from service.storage.codec import decode_command, encode_command
-from service.storage.journal import JournalWriter, iter_records, prune_segments
+from service.storage.journal import JournalWriter, fsync_dir, iter_records, prune_segments
 from service.storage.recovery import Recovered, recover
 from service.storage.snapshot import load_newest, snapshot_seq, snapshots, write_snapshot
 from service.storage.syncer import FsyncHelper
@@ -229,6 +229,7 @@ class DurableJournal:
         for path in snaps:
             if path not in keep:
                 path.unlink()
+        fsync_dir(self.data_dir)
         if base is not None:
             prune_segments(self.data_dir, snapshot_seq(base))
 

@@ -331,4 +331,6 @@ def prune_segments(directory: Path, covered_seq: int) -> list[Path]:
         if segment_first_seq(nxt) - 1 <= covered_seq:
             path.unlink()
             removed.append(path)
+    if removed:  # or a power loss could bring them back
+        fsync_dir(directory)
     return removed
