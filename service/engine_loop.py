@@ -8,10 +8,14 @@ Handlers `await engine_loop.submit(command, after)`. The task drains the queue i
 3. runs `after(engine, events)` right away, so a handler's answer (e.g. the order after
    matching) is a snapshot taken before any later command of the batch touches it.
 
-Then, once per batch: `journal.append_batch(records)` writes the batch's commands, the
-events go to every sink (WebSocket hub, Redis publisher or the in-process ring; sinks never
-await), and only then are the futures resolved: no client hears of a command, and no event
-leaves the process, before it is journaled. With EXCHANGE_FSYNC=batch the fsync is
+Then, once per batch: `capture(events)` (when set) reads whatever derived state must
+travel with the batch (the WebSocket hub's book snapshots and ADL quantiles, service/ws_hub.py)
+while the engine is exactly at the end of that batch (not after a halt mid-batch: that state
+is not trustworthy); `journal.append_batch(records)` writes
+the batch's commands; the events go to `on_delivered(events, captured)` and to every sink
+(Redis publisher or the in-process ring; neither ever awaits), and only then are the futures
+resolved: no client hears of a command, and no event or state derived from it leaves the
+process, before it is journaled. With EXCHANGE_FSYNC=batch the fsync is
 pipelined: `journal.request_sync` has a helper process fsync what was written while this
 task goes on with the next batches, and the batches it covers are delivered when it
 returns (`_committed`; the answer is polled for between batches). Between batches a
@@ -47,6 +51,8 @@ log = logging.getLogger("service.engine_loop")
 
 After = Callable[[Engine, list[Any]], Any]
 Sink = Callable[[list[Any]], None]
+Capture = Callable[[list[Any]], Any]  # called right after a batch is applied
+Delivered = Callable[[list[Any], Any], None]  # (the batch's events, what capture returned)
 
 
 class EngineHalted(Exception):
@@ -87,21 +93,26 @@ class EngineLoop:
         journal: Journal,
         sinks: Sequence[Sink] = (),
         max_batch: int = 512,
+        capture: Capture | None = None,
+        on_delivered: Delivered | None = None,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.journal = journal
         self.published_seq: Callable[[], int] = lambda: 0  # set by the runtime (snapshot pruning)
         self.sinks = list(sinks)
+        self.capture = capture
+        self.on_delivered = on_delivered
         self.max_batch = max_batch
         self.halted = False
         self.halt_reason: str | None = None
         self._stopping = False
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._to_commit: list[tuple[list[Any], list[Any], int]] = []
+        # (events, answers, commands, captured) of batches written but not yet delivered
+        self._to_commit: list[tuple[list[Any], list[Any], int, Any]] = []
         # the last seq handed to the sinks: everything up to it is journaled (and durable)
         self.delivered_seq = engine.seq
-        self._committing: list[tuple[list[Any], list[Any], int]] | None = None  # fsync in flight
+        self._committing: list[tuple[list[Any], list[Any], int, Any]] | None = None  # fsync in flight
         self._commit_t0 = 0.0
         self._hold_commit = False  # a batch is about to be written: let it join the next fsync
         self._drained: asyncio.Future[None] | None = None
@@ -216,6 +227,12 @@ class EngineLoop:
                 except Exception as exc:  # a bug in the service's snapshot code, not in the engine
                     log.exception("answer for %r failed", command)
                     answers.append((fut, exc, False, t0))
+        captured = None
+        if all_events and self.capture is not None and not self.halted:
+            try:
+                captured = self.capture(all_events)
+            except Exception:  # a bug in the hub must never stop the engine
+                log.exception("capture %r failed", self.capture)
         deferred = self.journal.deferred_sync
         written = 0
         if records:
@@ -223,7 +240,9 @@ class EngineLoop:
                 written = self.journal.append_batch(records, sync=not deferred)
             except Exception as exc:  # not durable: nobody may hear of these commands
                 pending, self._to_commit = self._to_commit, []
-                self._fail_answers(exc, [*pending, (all_events, answers, len(batch))], records[0][0])
+                self._fail_answers(
+                    exc, [*pending, (all_events, answers, len(batch), captured)], records[0][0]
+                )
                 return
         # (a batch that wrote nothing, e.g. cancel-alls with nothing open, needs no fsync,
         # but waits its turn behind batches that do)
@@ -231,11 +250,11 @@ class EngineLoop:
             # Pipelined group commit: the fsync runs in a helper process while this task goes on
             # applying the next batches; events and answers go out only once it has returned,
             # in batch order. Batches written while an fsync is in flight share the next one.
-            self._to_commit.append((all_events, answers, len(batch)))
+            self._to_commit.append((all_events, answers, len(batch), captured))
             if self._committing is None:
                 self._start_commit()
             return
-        self._deliver(all_events, answers, len(batch))
+        self._deliver(all_events, answers, len(batch), captured)
         self._maybe_snapshot()
 
     def _start_commit(self) -> None:
@@ -252,8 +271,8 @@ class EngineLoop:
         else:
             self.metrics.journal_commit.observe(time.perf_counter() - self._commit_t0)
             self.metrics.journal_commit_batches.observe(len(covered))
-            for events, answers, n in covered:
-                self._deliver(events, answers, n)
+            for events, answers, n, captured in covered:
+                self._deliver(events, answers, n, captured)
             if self._to_commit and not self._hold_commit:
                 self._start_commit()  # even when halted: these were applied before the fault
                 return
@@ -261,12 +280,19 @@ class EngineLoop:
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
-    def _deliver(self, all_events: list[Any], answers: list[Any], batch_len: int) -> None:
+    def _deliver(
+        self, all_events: list[Any], answers: list[Any], batch_len: int, captured: Any
+    ) -> None:
         """Hand a journaled batch's events to the sinks, then answer its clients."""
         metrics = self.metrics
         if all_events:
             self.delivered_seq = all_events[-1].seq
             self._count(all_events)
+            if self.on_delivered is not None:
+                try:
+                    self.on_delivered(all_events, captured)
+                except Exception:  # a sink must never stop the engine
+                    log.exception("delivery to %r failed", self.on_delivered)
             for sink in self.sinks:
                 try:
                     sink(all_events)
@@ -286,7 +312,7 @@ class EngineLoop:
 
     def _fail_answers(self, exc: BaseException, pending: list[Any], command: Command | None) -> None:
         self._halt(exc, command)
-        for _, answers, _ in pending:
+        for _, answers, _, _ in pending:
             for fut, _, _, _ in answers:
                 if not fut.done():
                     fut.set_exception(EngineHalted(self.halt_reason or "journal failed"))

@@ -20,6 +20,7 @@ import asyncio
 import gc
 import logging
 import time
+from dataclasses import dataclass
 
 from service.config import build_engine, load_engine_config
 from service.engine_loop import EngineLoop
@@ -29,6 +30,7 @@ from service.metrics import Metrics
 from service.publisher import MemoryEventStore, RedisPublisher
 from service.settings import Settings
 from service.storage.durable import DurableJournal
+from service.storage.regen import EventRegenerator
 from service.ws_hub import WsHub
 
 log = logging.getLogger("service")
@@ -67,7 +69,7 @@ class Services:
                 maxlen=settings.stream_maxlen,
                 backlog_max=settings.publish_backlog,
                 batch=settings.publish_batch,
-                regenerate=self.journal.events_between,
+                regenerate=EventRegenerator(settings.data_dir, lambda: build_engine(config)),
                 head_seq=lambda: self.loop.delivered_seq,  # not engine.seq: fsync may be pending
             )
         else:
@@ -86,8 +88,10 @@ class Services:
             self.engine,
             self.metrics,
             journal=self.journal,
-            sinks=(self.hub.on_events, self.publisher.enqueue),
+            sinks=(self.publisher.enqueue,),
             max_batch=settings.engine_batch,
+            capture=self.hub.capture,  # state for the hub, read right after each batch
+            on_delivered=self.hub.on_delivered,
         )
         self.loop.published_seq = lambda: self.publisher.last_published_seq
         m = self.metrics
@@ -97,11 +101,31 @@ class Services:
             self.loop.queue_depth,
         )
         m.gauge("exchange_engine_seq", "Last event seq of the engine", lambda: self.engine.seq)
-        m.gauge("exchange_publish_backlog", "Events waiting for Redis", self.publisher.backlog)
+        m.gauge(
+            "exchange_publish_backlog",
+            "Events delivered by the engine and not yet in exchange:events (held in memory or to "
+            "be regenerated from the journal)",
+            self.publisher.backlog,
+        )
+        m.gauge(
+            "exchange_publish_backlog_in_memory",
+            "Events held in memory for Redis (bounded by EXCHANGE_PUBLISH_BACKLOG)",
+            self.publisher.held,
+        )
         m.gauge(
             "exchange_publish_lag_events",
             "Engine seq minus the last seq published",
             lambda: self.engine.seq - self.publisher.last_published_seq,
+        )
+        m.gauge(
+            "exchange_publish_redis_connected",
+            "1 while the publisher reaches Redis (always 1 without Redis)",
+            lambda: int(self.publisher.connected),
+        )
+        m.gauge(
+            "exchange_publish_redis_ahead",
+            "1 while publication is stopped because Redis holds ids above the engine's seq",
+            lambda: int(self.publisher.conflict is not None),
         )
         m.gauge("exchange_ws_clients", "Connected WebSocket clients", lambda: len(self.hub.clients))
         m.gauge("exchange_accounts", "Trading accounts", lambda: len(self.engine.accounts) - 1)
@@ -153,15 +177,60 @@ class Services:
         self.metrics.unwatch_gc()
         log.info("stopped at seq %d", self.engine.seq)
 
-    async def ready(self) -> tuple[bool, str]:
-        """Readiness: the engine loop runs and, when configured, Redis answers."""
+    async def ready(self) -> Readiness:
+        """Readiness: trading works and publication can go on. Not ready when the engine loop
+        stopped, the journal cannot be made durable, or Redis is ahead of the engine (its
+        streams hold another run's history). A Redis that is only unreachable keeps the
+        service ready (trading never waits for Redis); `redis` and the backlog say so."""
+        p = self.publisher
+        if not self.settings.redis_url:
+            redis = "not configured"
+        elif p.conflict is not None:
+            redis = "ahead of the engine"
+        else:
+            redis = "ok" if await p.ping() else "unreachable"
+        backlog = p.backlog()
         if not self.loop.alive:
-            return False, self.loop.halt_reason or "engine loop not running"
-        if self.journal.failure is not None:  # the next command will halt the engine
-            return False, f"journal cannot be made durable: {self.journal.failure}"
-        if self.settings.redis_url and not await self.publisher.ping():
-            return False, "redis unreachable"
-        return True, "ok"
+            ok, message = False, self.loop.halt_reason or "engine loop not running"
+        elif self.journal.failure is not None:  # the next command will halt the engine
+            ok, message = False, f"journal cannot be made durable: {self.journal.failure}"
+        elif p.conflict is not None:
+            ok, message = False, p.conflict
+        elif redis == "unreachable":
+            ok, message = True, f"Redis unreachable: trading goes on, {backlog} events wait to be published"
+        else:
+            ok, message = True, "ok"
+        return Readiness(
+            ok=ok,
+            message=message,
+            redis=redis,
+            engine_seq=self.engine.seq,
+            last_published_seq=p.last_published_seq,
+            publish_backlog=backlog,
+            publish_lag_events=self.engine.seq - p.last_published_seq,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What /readyz reports: `ok` decides 200 or 503; the rest is shown either way."""
+
+    ok: bool
+    message: str
+    redis: str  # ok | unreachable | ahead of the engine | not configured
+    engine_seq: int
+    last_published_seq: int
+    publish_backlog: int  # delivered, not yet in exchange:events (in memory or to regenerate)
+    publish_lag_events: int
+
+    def details(self) -> dict[str, int | str]:
+        return {
+            "redis": self.redis,
+            "engine_seq": self.engine_seq,
+            "last_published_seq": self.last_published_seq,
+            "publish_backlog": self.publish_backlog,
+            "publish_lag_events": self.publish_lag_events,
+        }
 
 
 def _redact(url: str) -> str:

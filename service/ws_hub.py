@@ -8,25 +8,55 @@ Client -> server ops (JSON text frames):
 Server -> client: {"channel": ..., "seq": ..., "data": {...}}; control answers and errors
 come on channel "control" (`data.type` = subscribed / unsubscribed / authenticated / pong /
 error), idle connections get a "heartbeat" message every `ws_heartbeat_s` (uvicorn also
-sends protocol pings). A bad op gets an error message, never a disconnect.
+sends protocol pings). A bad op gets an error message and the connection stays; a frame
+larger than the server's `ws_max_size` is refused by the protocol layer (close 1009).
 
 Channels: `trades:<symbol>` (public trade: no account or order ids), `book:<symbol>` (top-N
 snapshot after every engine batch that changed that book, so coalesced per batch; one
-snapshot right after subscribing), `mark:<symbol>`, `liquidations`, `adl` (the §8 event
-data), `account` (that account's order events, fills, positions, deposits/withdrawals,
-leverage, rejections, its liquidation and the ADL fills where it is the counterparty, and
-`adl_quantile` updates).
+snapshot right after subscribing), `mark:<symbol>` (the current mark right after
+subscribing, then every change), `liquidations`, `adl` (the §8 event data), `account` (that
+account's order events, fills, positions, deposits/withdrawals, leverage, rejections, its
+liquidation and the ADL fills where it is the counterparty, and `adl_quantile` updates).
 
-`adl_quantile` is throttled: after a batch that moved a mark or changed positions, the
-quantiles of the symbols concerned are recomputed (engine.adl_quantiles) at most every
-`adl_quantile_interval_s` (default 0.25 s), for authenticated accounts only, and pushed
-when they differ from what that account was last sent.
+Ordering and durability. The engine loop applies a batch at once but hands its events over
+only once the journal is durable (`on_delivered`, service/engine_loop.py), and with
+EXCHANGE_FSYNC=batch later batches are applied meanwhile: the live engine runs ahead of
+what may be told. So nothing here reads live engine state for a message, except when
+nothing is in flight (`engine.seq == self.seq`). Instead `capture(events)` runs right after
+each batch is applied and reads what that batch's delivery needs (top-N of the books it
+changed that someone watches, snapshots owed to new subscribers, `adl_quantile` values when
+due); `on_delivered(events, captured)` sends it with the events. Invariants:
+- on one connection `seq` never decreases: events carry their own seq, a book or quantile
+  message the seq of the batch it was read after, control / heartbeat / subscribe
+  snapshots the last seq delivered (`self.seq`);
+- a message reflects only delivered (journaled) events: a state message with seq s never
+  precedes an event with seq <= s;
+- subscribers are resolved at delivery, so a subscription made while batches are in flight
+  gets their events; a snapshot owed to it (`book`, `mark`, the account's quantiles) is
+  read at the next capture (or from the live engine once nothing is in flight) and is sent
+  only if no message of that channel made it redundant: nothing is missed, nothing doubled;
+- a book message goes to a connection only when its top N differs from the last one that
+  connection got (a batch that touched the book without changing the top N sends nothing).
+Cost with no subscriber that needs state (no `book:` channel, no `account`, nothing owed):
+`capture` returns at once.
 
-Back-pressure: `on_events` runs in the engine task and never awaits. Every connection has a
+`adl_quantile` is throttled: a batch that moves a mark (every symbol: cross margin, equity
+depends on every mark) or an account's equity (fills and fees, deposits, withdrawals,
+liquidations, ADL, covered negative balances: every symbol that account holds) marks
+symbols dirty; at most every `adl_quantile_interval_s` (default 0.25 s) the dirty symbols'
+quantiles (engine.adl_quantiles) are read at the next capture, or at once when nothing is
+in flight, and each authenticated connection gets those that differ from what it was last
+sent (0 once when a position is gone).
+
+Back-pressure: `on_delivered` runs in the engine task and never awaits. Every connection has a
 bounded queue drained by its own sender task; when the queue is full the client is dropped
 from every channel at once and closed with 1008 "slow consumer". The close frame is sent as
 soon as the socket is writable again; if it is not within `close_grace_s`, the transport is
 aborted (best effort: this reaches into uvicorn's protocol object).
+
+Known limit: once the engine halts mid-batch nothing more is captured, and what is owed
+then is read from the halted engine after the last delivery, as the GET routes read it
+(the service answers 503 to every command from then on).
 """
 
 from __future__ import annotations
@@ -67,26 +97,69 @@ _ACCOUNT_EVENTS = (
     ev.LeverageChanged,
     ev.NegativeBalanceCovered,
 )
-_BOOK_EVENTS = (ev.OrderAccepted, ev.OrderCanceled, ev.OrderAmended, ev.TradeExecuted)
+_BOOK_EVENTS = frozenset((ev.OrderAccepted, ev.OrderCanceled, ev.OrderAmended, ev.TradeExecuted))
+# events that move an account's wallet or positions, hence its equity, hence its ADL rank in
+# every symbol it holds (cross margin), -> the fields naming those accounts (trades and
+# position changes, the common ones, are handled inline in `capture`)
+_EQUITY_EVENTS: dict[type, tuple[str, ...]] = {
+    ev.DepositMade: ("account_id",),
+    ev.WithdrawalMade: ("account_id",),
+    ev.AccountLiquidated: ("account_id",),
+    ev.PositionDeleveraged: ("liquidated_account_id", "counterparty_account_id"),
+    ev.NegativeBalanceCovered: ("account_id",),
+}
+
+Depth = tuple[list[tuple[int, int]], list[tuple[int, int]]]
 
 
 class WsClient:
-    """One connection: its subscriptions, account and outbound queue."""
+    """One connection: its subscriptions, account, owed snapshots and outbound queue."""
 
-    __slots__ = ("account_id", "channels", "closed", "queue", "raw_send", "sender", "ws")
+    __slots__ = (
+        "account_id",
+        "books",
+        "channels",
+        "closed",
+        "owed",
+        "quantiles",
+        "queue",
+        "raw_send",
+        "sender",
+        "ws",
+    )
 
     def __init__(self, ws: WebSocket, queue_size: int) -> None:
         self.ws = ws
         self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
-        self.channels: set[str] = set()
+        self.channels: set[str] = set()  # "account" included while subscribed to it
         self.account_id: int | None = None
+        # channel -> engine.seq when its snapshot was asked for; settled by state read at or after it
+        self.owed: dict[str, int] = {}
+        self.quantiles: dict[str, int] = {}  # symbol -> adl_quantile last sent here
+        self.books: dict[str, Depth] = {}  # symbol -> top-N last sent here
         self.closed = False
         self.sender: asyncio.Task[None] | None = None
         self.raw_send: Any = ws.scope.get("exchange.raw_send")
 
 
+class Captured:
+    """Engine state read right after one batch was applied, sent when the batch is delivered."""
+
+    __slots__ = ("books", "changed", "full_quantiles", "marks", "quantiles")
+
+    def __init__(self, changed: set[str]) -> None:
+        self.changed = changed  # symbols whose book the batch touched
+        self.books: dict[str, Depth] = {}  # top-N of watched changed books and owed snapshots
+        self.marks: dict[str, int | None] = {}  # owed mark snapshots
+        self.quantiles: dict[str, dict[int, int]] = {}  # symbol -> account_id -> adl_quantile
+        self.full_quantiles = False  # every symbol (owed to a newly subscribed account)
+
+    def __bool__(self) -> bool:
+        return bool(self.books or self.marks or self.quantiles)
+
+
 class WsHub:
-    """Routes engine events to subscribed connections."""
+    """Routes delivered engine events, and state captured with them, to subscribed connections."""
 
     def __init__(
         self,
@@ -109,12 +182,18 @@ class WsHub:
         self.heartbeat_s = heartbeat_s
         self.quantile_interval_s = quantile_interval_s
         self.close_grace_s = close_grace_s
+        self.seq = engine.seq  # the last seq delivered here (nothing is in flight at start)
         self.clients: set[WsClient] = set()
         self.channels: dict[str, set[WsClient]] = {}
         self.accounts: dict[int, set[WsClient]] = {}
         self.symbols = set(engine.instruments)
+        self._book_watched: set[str] = set()  # symbols with a `book:` subscriber
+        self._owing: set[WsClient] = set()  # clients with a snapshot owed
+        self._owed_books: set[str] = set()  # read at the next capture
+        self._owed_marks: set[str] = set()
+        self._owed_quantiles = False
         self._quantile_dirty: set[str] = set()
-        self._quantile_sent: dict[tuple[int, str], int] = {}
+        self._quantile_due = False  # the throttle allows a push: read at the next capture
         self._quantile_wake = asyncio.Event()
         self._quantile_task: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
@@ -138,43 +217,116 @@ class WsHub:
 
     # -- engine side (never awaits) ------------------------------------------------------
 
-    def on_events(self, events: list[Any]) -> None:
-        """Fan one engine batch out to the subscribed connections."""
-        if not self.clients:
-            return
-        channels = self.channels
-        accounts = self.accounts
-        fmt = self.formatter
-        books: set[str] = set()
-        quantiles = self._quantile_dirty
+    def capture(self, events: list[Any]) -> Captured | None:
+        """Read what this batch's delivery needs; called right after the batch was applied."""
+        track = bool(self.accounts)  # quantiles matter only to authenticated connections
+        if not (track or self._book_watched or self._owing):
+            return None
+        changed: set[str] = set()  # books the batch touched
+        moved: set[str] = set()  # symbols where a position opened, closed or changed
+        aids: set[int] = set()  # accounts whose equity moved
+        marked = False
         for event in events:
             cls = type(event)
             if cls is ev.TradeExecuted:
-                books.add(event.symbol)
+                changed.add(event.symbol)
+                if track:
+                    moved.add(event.symbol)
+                    aids.add(event.taker_account_id)  # fees
+                    aids.add(event.maker_account_id)
+            elif cls in _BOOK_EVENTS:
+                changed.add(event.symbol)
+            elif not track:
+                continue
+            elif cls is ev.PositionChanged:
+                moved.add(event.symbol)
+                aids.add(event.account_id)
+            elif cls is ev.MarkPriceChanged:
+                marked = True
+            elif cls in _EQUITY_EVENTS:
+                symbol = getattr(event, "symbol", None)
+                if symbol is not None:
+                    moved.add(symbol)
+                for field in _EQUITY_EVENTS[cls]:
+                    aids.add(getattr(event, field))
+        if track:
+            self._mark_dirty(marked, moved, aids)
+        cap = self._gather(changed)
+        if self._quantile_dirty and track:
+            self._quantile_wake.set()
+        return cap if cap else None
+
+    def _mark_dirty(self, marked: bool, moved: set[str], aids: set[int]) -> None:
+        """Symbols whose ADL ranking may have changed: a mark moves every account's equity;
+        an account whose equity moved changes rank in every symbol it holds (cross margin)."""
+        dirty = self._quantile_dirty
+        everything = self.symbols
+        if marked:
+            dirty.update(everything)
+            return
+        dirty.update(moved)
+        accounts = self.engine.accounts
+        for aid in aids:
+            if len(dirty) == len(everything):
+                return
+            acct = accounts.get(aid)
+            if acct is not None:
+                dirty.update(acct.positions)
+
+    def _gather(self, changed: set[str]) -> Captured:
+        """Read owed snapshots, watched changed books and due quantiles from the engine now."""
+        engine = self.engine
+        cap = Captured(changed)
+        depth = self.book_depth
+        for symbol in (changed & self._book_watched) | self._owed_books:
+            cap.books[symbol] = engine.books[symbol].depth(depth)
+        self._owed_books = set()
+        for symbol in self._owed_marks:
+            cap.marks[symbol] = engine.marks.get(symbol)
+        self._owed_marks = set()
+        if self.accounts and (self._owed_quantiles or self._quantile_due):
+            full = self._owed_quantiles
+            symbols = self.symbols if full else self._quantile_dirty
+            cap.quantiles = {s: engine.adl_quantiles(s) for s in sorted(symbols)}
+            cap.full_quantiles = full
+            self._owed_quantiles = self._quantile_due = False
+            self._quantile_dirty = set()
+        return cap
+
+    def on_delivered(self, events: list[Any], captured: Captured | None) -> None:
+        """Fan one delivered (journaled) batch out, with the state captured after it."""
+        seq = events[-1].seq
+        self.seq = seq
+        if not self.clients:
+            return
+        self._route(events)
+        if captured is not None:
+            self._emit(captured, seq)
+        self._settle()
+
+    def _route(self, events: list[Any]) -> None:
+        channels = self.channels
+        accounts = self.accounts
+        fmt = self.formatter
+        for event in events:
+            cls = type(event)
+            if cls is ev.TradeExecuted:
                 ch = "trades:" + event.symbol
                 if ch in channels:
                     self._send(channels[ch], ch, event.seq, {"type": "trade", **fmt.public_trade(event)})
                 for aid in (event.taker_account_id, event.maker_account_id):
                     if aid in accounts:
                         self._send(accounts[aid], "account", event.seq, fmt.fill_for(event, aid))
-                continue
-            if cls in _BOOK_EVENTS:
-                books.add(event.symbol)
-            if cls is ev.PositionChanged:
-                quantiles.add(event.symbol)
-            elif cls is ev.DepositMade or cls is ev.WithdrawalMade:
-                # equity moves the account's effective leverage, hence its ADL rank
-                acct = self.engine.accounts.get(event.account_id)
-                if acct is not None:
-                    quantiles.update(acct.positions)
-            if cls in _ACCOUNT_EVENTS:
+            elif cls in _ACCOUNT_EVENTS:
                 if event.account_id in accounts:
                     self._send(accounts[event.account_id], "account", event.seq, self._typed(event))
             elif cls is ev.MarkPriceChanged:
-                quantiles.add(event.symbol)
                 ch = "mark:" + event.symbol
                 if ch in channels:
-                    self._send(channels[ch], ch, event.seq, self._typed(event))
+                    targets = channels[ch]
+                    for client in list(targets):  # the newest mark: no snapshot is owed any more
+                        self._settled(client, ch)
+                    self._send(targets, ch, event.seq, self._typed(event))
             elif cls is ev.AccountLiquidated:
                 data = None
                 if "liquidations" in channels:
@@ -185,7 +337,6 @@ class WsHub:
                         accounts[event.account_id], "account", event.seq, data or self._typed(event)
                     )
             elif cls is ev.PositionDeleveraged:
-                quantiles.add(event.symbol)
                 data = None
                 if "adl" in channels:
                     data = self._typed(event)
@@ -197,21 +348,100 @@ class WsHub:
                         event.seq,
                         data or self._typed(event),
                     )
-        for symbol in books:
+
+    def _emit(self, cap: Captured, seq: int) -> None:
+        """Send state read after the batch ending at `seq` (or live, when nothing was in flight)."""
+        channels = self.channels
+        for symbol, book in cap.books.items():
             ch = "book:" + symbol
-            if ch in channels:
-                self._send(channels[ch], ch, self.engine.seq, self._book(symbol))
-        if quantiles and accounts:
-            self._quantile_wake.set()
+            subs = channels.get(ch)
+            if not subs:
+                continue
+            # everyone whose last top-N differs gets this one (most share the last object)
+            differs: dict[int, bool] = {}
+            targets = set()
+            for client in subs:
+                if client.owed:
+                    self._settled(client, ch, seq)
+                last = client.books.get(symbol)
+                d = differs.get(id(last))
+                if d is None:
+                    d = differs[id(last)] = last != book
+                if d:
+                    targets.add(client)
+                    client.books[symbol] = book
+            if targets:
+                self._send(targets, ch, seq, {"type": "book", **self.formatter.book(symbol, *book)})
+        for symbol, ticks in cap.marks.items():
+            ch = "mark:" + symbol
+            targets = {c for c in channels.get(ch, ()) if self._settled(c, ch, seq)}
+            if targets and ticks is not None:
+                price = price_str(self.engine.instruments[symbol], ticks)
+                data = {"type": "mark_price_changed", "symbol": symbol, "price": price}
+                self._send(targets, ch, seq, data)
+        if cap.quantiles:
+            self._emit_quantiles(cap, seq)
+
+    def _emit_quantiles(self, cap: Captured, seq: int) -> None:
+        symbols = sorted(cap.quantiles)
+        for aid, subs in list(self.accounts.items()):
+            for client in list(subs):
+                if cap.full_quantiles:
+                    self._settled(client, "account", seq)
+                sent = client.quantiles
+                for symbol in symbols:
+                    if client.closed:  # cut off as a slow consumer by the last send
+                        break
+                    q = cap.quantiles[symbol].get(aid)
+                    if q is None:  # no position: its light goes out once
+                        if symbol not in sent:
+                            continue
+                        del sent[symbol]
+                        q = 0
+                    elif sent.get(symbol) == q:
+                        continue
+                    else:
+                        sent[symbol] = q
+                    self._send(
+                        {client},
+                        "account",
+                        seq,
+                        {"type": "adl_quantile", "symbol": symbol, "adl_quantile": q},
+                    )
+
+    def _settle(self) -> None:
+        """When nothing is in flight, send owed snapshots and due quantiles from live state."""
+        if self.engine.seq != self.seq:
+            return  # the next capture reads them
+        if self._owing or (self._quantile_due and self.accounts):
+            self._emit(self._gather(set()), self.seq)
+
+    def _owe(self, client: WsClient, ch: str) -> None:
+        client.owed[ch] = self.engine.seq
+        self._owing.add(client)
+        kind, _, symbol = ch.partition(":")
+        if kind == "book":
+            self._owed_books.add(symbol)
+        elif kind == "mark":
+            self._owed_marks.add(symbol)
+        else:
+            self._owed_quantiles = True
+
+    def _settled(self, client: WsClient, ch: str, seq: int | None = None) -> bool:
+        """Mark `ch`'s snapshot as sent to `client` by state read at `seq` (None: any news);
+        whether it was owed and is settled by it."""
+        asked = client.owed.get(ch)
+        if asked is None or (seq is not None and seq < asked):
+            return False
+        del client.owed[ch]
+        if not client.owed:
+            self._owing.discard(client)
+        return True
 
     def _typed(self, event: Any) -> dict[str, Any]:
         data = {"type": event.TYPE}
         data.update(self.formatter.data(event))
         return data
-
-    def _book(self, symbol: str) -> dict[str, Any]:
-        bids, asks = self.engine.books[symbol].depth(self.book_depth)
-        return {"type": "book", **self.formatter.book(symbol, bids, asks)}
 
     def _send(self, targets: set[WsClient], channel: str, seq: int, data: dict[str, Any]) -> None:
         text = orjson.dumps({"channel": channel, "seq": seq, "data": data}).decode()
@@ -226,7 +456,7 @@ class WsHub:
             self._drop(client, 1008, "slow consumer")
 
     def _send_one(self, client: WsClient, channel: str, data: dict[str, Any]) -> None:
-        self._send({client}, channel, self.engine.seq, data)
+        self._send({client}, channel, self.seq, data)
 
     # -- connections ---------------------------------------------------------------------
 
@@ -265,7 +495,7 @@ class WsHub:
                         text = orjson.dumps(
                             {
                                 "channel": "heartbeat",
-                                "seq": self.engine.seq,
+                                "seq": self.seq,
                                 "data": {"ts_ns": time.time_ns()},
                             }
                         ).decode()
@@ -277,22 +507,45 @@ class WsHub:
         except Exception:  # the socket went away; the receive side cleans up
             return
 
+    def _join(self, client: WsClient, ch: str) -> None:
+        client.channels.add(ch)
+        if ch == "account":
+            assert client.account_id is not None
+            self.accounts.setdefault(client.account_id, set()).add(client)
+            client.quantiles = {}  # a fresh subscription gets every quantile again
+        else:
+            self.channels.setdefault(ch, set()).add(client)
+            if ch.startswith("book:"):
+                self._book_watched.add(ch[5:])
+                client.books.pop(ch[5:], None)  # a fresh subscription gets a snapshot again
+
+    def _leave(self, client: WsClient, ch: str) -> None:
+        client.channels.discard(ch)
+        if client.owed.pop(ch, None) is not None and not client.owed:
+            self._owing.discard(client)
+        if ch == "account":
+            client.quantiles = {}
+            aid = client.account_id
+            if aid is not None and aid in self.accounts:
+                self.accounts[aid].discard(client)
+                if not self.accounts[aid]:
+                    del self.accounts[aid]
+            return
+        if ch.startswith("book:"):
+            client.books.pop(ch[5:], None)
+        subs = self.channels.get(ch)
+        if subs is not None:
+            subs.discard(client)
+            if not subs:
+                del self.channels[ch]
+                if ch.startswith("book:"):
+                    self._book_watched.discard(ch[5:])
+
     def _forget(self, client: WsClient) -> None:
         self.clients.discard(client)
-        for ch in client.channels:
-            subs = self.channels.get(ch)
-            if subs is not None:
-                subs.discard(client)
-                if not subs:
-                    del self.channels[ch]
-        if client.account_id is not None:
-            subs = self.accounts.get(client.account_id)
-            if subs is not None:
-                subs.discard(client)
-                if not subs:
-                    del self.accounts[client.account_id]
-                    for key in [k for k in self._quantile_sent if k[0] == client.account_id]:
-                        del self._quantile_sent[key]
+        for ch in list(client.channels):
+            self._leave(client, ch)
+        self._owing.discard(client)
 
     def _drop(self, client: WsClient, code: int, reason: str, count: bool = True) -> None:
         """Stop sending to `client` now and close it in the background."""
@@ -383,44 +636,24 @@ class WsHub:
                         WS_AUTH_REQUIRED,
                         'send {"op": "auth", "api_key": ...} before subscribing to "account"',
                     )
-                else:
-                    ok.append(ch)
-                continue
-            if not self._valid_channel(ch):
+                    continue
+            elif not self._valid_channel(ch):
                 self._error(client, WS_UNKNOWN_CHANNEL, f"unknown channel {ch!r}")
                 continue
-            client.channels.add(ch)
-            self.channels.setdefault(ch, set()).add(client)
+            self._join(client, ch)
             ok.append(ch)
         if ok:
             self._send_one(client, "control", {"type": "subscribed", "channels": ok})
         for ch in ok:  # an initial snapshot, so a client never starts from nothing
-            kind, _, symbol = ch.partition(":")
-            if kind == "book":
-                self._send_one(client, ch, self._book(symbol))
-            elif kind == "mark" and symbol in self.engine.marks:
-                price = price_str(self.engine.instruments[symbol], self.engine.marks[symbol])
-                self._send_one(
-                    client, ch, {"type": "mark_price_changed", "symbol": symbol, "price": price}
-                )
+            if ch == "account" or ch.startswith(("book:", "mark:")):
+                self._owe(client, ch)
+        self._settle()
 
     def _unsubscribe(self, client: WsClient, chans: list[str]) -> None:
         done = []
         for ch in chans:
             if ch in client.channels:
-                client.channels.discard(ch)
-                subs = self.channels.get(ch)
-                if subs is not None:
-                    subs.discard(client)
-                    if not subs:
-                        del self.channels[ch]
-                done.append(ch)
-            elif ch == "account" and client.account_id is not None:
-                subs = self.accounts.get(client.account_id)
-                if subs is not None:
-                    subs.discard(client)
-                    if not subs:
-                        del self.accounts[client.account_id]
+                self._leave(client, ch)
                 done.append(ch)
         self._send_one(client, "control", {"type": "unsubscribed", "channels": done})
 
@@ -437,19 +670,14 @@ class WsHub:
             )
             return
         client.account_id = account_id
-        self.accounts.setdefault(account_id, set()).add(client)
+        self._join(client, "account")
         self._send_one(
             client,
             "control",
             {"type": "authenticated", "account_id": account_id, "channels": ["account"]},
         )
-        acct = self.engine.accounts.get(account_id)
-        for symbol in sorted(acct.positions) if acct is not None else ():
-            q = self.engine.adl_quantiles(symbol).get(account_id, 0)
-            self._quantile_sent[(account_id, symbol)] = q
-            self._send_one(
-                client, "account", {"type": "adl_quantile", "symbol": symbol, "adl_quantile": q}
-            )
+        self._owe(client, "account")
+        self._settle()
 
     # -- adl_quantile pushes -------------------------------------------------------------
 
@@ -457,41 +685,12 @@ class WsHub:
         while True:
             await self._quantile_wake.wait()
             self._quantile_wake.clear()
-            try:
-                self._push_quantiles()
-            except Exception:
-                log.exception("adl_quantile push failed")
+            if not self.accounts:
+                self._quantile_dirty = set()
+            elif self._quantile_dirty:
+                self._quantile_due = True
+                try:
+                    self._settle()
+                except Exception:
+                    log.exception("adl_quantile push failed")
             await asyncio.sleep(self.quantile_interval_s)
-
-    def _push_quantiles(self) -> None:
-        """Recompute quantiles of the dirty symbols; push the ones that changed."""
-        symbols, self._quantile_dirty = self._quantile_dirty, set()
-        if not self.accounts:
-            return
-        engine = self.engine
-        sent = self._quantile_sent
-        for symbol in sorted(symbols):
-            quantiles = engine.adl_quantiles(symbol)
-            for aid, subs in list(self.accounts.items()):
-                acct = engine.accounts.get(aid)
-                if acct is None:
-                    continue
-                key = (aid, symbol)
-                if symbol in acct.positions:
-                    q = quantiles.get(aid, 0)
-                elif key in sent:
-                    q = 0  # the position is gone: its light goes out once
-                else:
-                    continue
-                if sent.get(key) == q:
-                    continue
-                if symbol in acct.positions:
-                    sent[key] = q
-                else:
-                    del sent[key]
-                self._send(
-                    subs,
-                    "account",
-                    engine.seq,
-                    {"type": "adl_quantile", "symbol": symbol, "adl_quantile": q},
-                )

@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.engine import Engine
-from service.storage.codec import decode_command, encode_command
-from service.storage.journal import JournalWriter, fsync_dir, iter_records, prune_segments
+from service.storage.codec import encode_command
+from service.storage.journal import JournalWriter, fsync_dir, prune_segments
 from service.storage.recovery import Recovered, recover
-from service.storage.snapshot import load_newest, snapshot_seq, snapshots, write_snapshot
+from service.storage.regen import EventRegenerator
+from service.storage.snapshot import snapshot_seq, snapshots, write_snapshot
 from service.storage.syncer import FsyncHelper
 
 log = logging.getLogger("service.durability")
@@ -234,21 +235,10 @@ class DurableJournal:
             prune_segments(self.data_dir, snapshot_seq(base))
 
     def events_between(self, after_seq: int, upto_seq: int) -> list[Any]:
-        """Regenerate the events with after_seq < seq <= upto_seq by replaying snapshot + journal.
-
-        Pure CPU and file reads on a private engine: safe to run in a worker thread while the
-        live engine goes on. Raises LookupError when the journal no longer covers the range.
-        """
-        engine = load_newest(self.data_dir, max_seq=after_seq) or self.new_engine()
-        out: list[Any] = []
-        for rec in iter_records(self.data_dir, after_seq=engine.seq):
-            if rec.seq_before != engine.seq:
-                raise LookupError(f"journal continues at seq {rec.seq_before}, replay base is seq {engine.seq}")
-            if rec.seq_before >= upto_seq:
-                break
-            events = engine.apply(decode_command(rec.payload))
-            out.extend(e for e in events if after_seq < e.seq <= upto_seq)
-        return out
+        """Regenerate the events with after_seq < seq <= upto_seq by replaying snapshot + journal
+        (one-off; the publisher keeps an `EventRegenerator` to catch up chunk by chunk).
+        Raises LookupError when the journal no longer covers the range."""
+        return EventRegenerator(self.data_dir, self.new_engine)(after_seq, upto_seq)
 
     def close(self) -> None:
         if self._helper is not None:

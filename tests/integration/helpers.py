@@ -148,7 +148,7 @@ class ServiceProcess:
 
     def start(self, ready: str = "/readyz") -> None:
         """Start (or restart: same port, same data dir) and wait until `ready` answers 200
-        (`/healthz` when Redis is meant to be down at start, which keeps /readyz at 503)."""
+        (`/healthz` when /readyz is meant to fail, e.g. Redis ahead of a wiped data dir)."""
         env = {**os.environ, **self.env}
         if "EXCHANGE_REDIS_URL" not in self.env:
             env.pop(

@@ -1,5 +1,6 @@
 """Durability with real processes (issue 5): crash, clean restart, Redis outage, damaged
-journal, publisher backlog overflow.
+journal, publisher backlog overflow, Redis ahead of the engine, both streams of a batch or
+neither, readiness while Redis is down.
 
 Every test runs `python -m service` as a subprocess on its own data dir (start_service) and,
 where Redis is involved, a redis-server of this module that the tests stop and restart (its
@@ -11,12 +12,15 @@ Nothing is mocked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -553,13 +557,10 @@ async def test_backlog_overflow_while_redis_down_regenerates_dropped_events(
         await order_load(svc.base_url, keys, 4, 0.5, load, requests=200)
         assert load.requests >= 200, load
         state = engine_state(api)
-        assert state["publish_backlog"] <= 50 and state["last_published_seq"] == 0
-        metrics = api.http.get("/metrics").text
-        dropped = next(
-            float(line.split()[1])
-            for line in metrics.splitlines()
-            if line.startswith("exchange_publish_dropped_events")
-        )
+        # the backlog counts every unpublished event; at most 50 of them are held in memory
+        assert state["publish_backlog"] == state["seq"] and state["last_published_seq"] == 0
+        assert metric(api, "exchange_publish_backlog_in_memory") <= 50
+        dropped = metric(api, "exchange_publish_dropped_events_total")
         assert dropped >= state["seq"] - 50, (dropped, state)
     finally:
         redis_srv.start()
@@ -639,3 +640,245 @@ def test_kill9_of_the_service_leaves_no_fsync_helper_behind(start_service: Any) 
         assert svc.proc is not None and len(_children(svc.proc.pid)) == 1
     finally:
         svc.stop()
+
+
+# -- 7. publication: Redis ahead of the engine, both streams or neither, readiness --------------
+
+
+def metric(api: Api, name: str) -> float:
+    """The value of an unlabelled series at /metrics."""
+    for line in api.http.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def wait_readyz(api: Api, status: int, timeout: float = 15.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while (r := api.http.get("/readyz")).status_code != status:
+        assert time.monotonic() < deadline, f"/readyz not {status}: {r.status_code} {r.text}"
+        time.sleep(0.05)
+    return r
+
+
+def stream_entries(redis_srv: RedisServer, url: str) -> tuple[list[Any], list[Any]]:
+    r = redis_srv.client_for(url)
+    return r.xrange("exchange:events"), r.xrange("exchange:adl")
+
+
+@pytest.mark.parametrize("emptied", [False, True], ids=["streams-intact", "streams-emptied-by-xtrim"])
+def test_restart_when_engine_is_below_redis_last_id_stops_publication_and_fails_readyz(
+    start_service: Any, redis_srv: RedisServer, emptied: bool
+) -> None:
+    """A wiped data dir against the old run's streams (audit R3; S4 with XTRIM MAXLEN 0): the
+    new run's events must never be written into (or skipped as "already in") that history."""
+    url = _db(redis_srv, 9 if emptied else 10)
+    old: ServiceProcess = start_service(redis_url=url)
+    api = Api(old)
+    setup_market(api, accounts=2)
+    adl_scenario(api)
+    top = wait_published(api)
+    old.stop()
+    if emptied:  # every entry gone, the last-generated id stays
+        r = redis_srv.client_for(url)
+        r.xtrim("exchange:events", maxlen=0, approximate=False)
+        r.xtrim("exchange:adl", maxlen=0, approximate=False)
+    before = stream_entries(redis_srv, url)
+
+    svc: ServiceProcess = start_service(ready="/healthz", redis_url=url)  # a new, empty data dir
+    api = Api(svc)
+    try:
+        body = wait_readyz(api, 503).json()
+        assert body["error"] == "NOT_READY" and body["redis"] == "ahead of the engine", body
+        assert f"exchange:events holds ids up to {top}" in body["message"], body
+        assert re.search(r"the engine is at seq \d+", body["message"]), body
+        # trading goes on, and the engine even passes the old run's last id
+        setup_market(api, accounts=2)
+        adl_scenario(api)
+        while api.seq() <= top + 3:
+            api.new_account("1")
+        time.sleep(0.3)
+        seq = engine_state(api)["seq"]
+        assert api.http.get("/readyz").status_code == 503  # latched: the history is still foreign
+        assert metric(api, "exchange_publish_redis_ahead") == 1
+        assert metric(api, "exchange_publish_backlog") == seq
+        assert stream_entries(redis_srv, url) == before  # nothing written into the other history
+        log = svc.log()
+        assert "Redis is ahead of the engine" in log and f"up to {top}" in log, log
+        # the operator removes the old streams: the new run is published from seq 1
+        redis_srv.client_for(url).delete("exchange:events", "exchange:adl")
+        assert_streams_exact(redis_srv, url, wait_published(api, timeout=30), svc.data_dir)
+        ready = wait_readyz(api, 200).json()
+        assert ready["redis"] == "ok" and ready["publish_backlog"] == 0, ready
+        assert metric(api, "exchange_publish_redis_ahead") == 0
+    finally:
+        svc.stop()
+
+
+class CuttingRedisProxy:
+    """A TCP proxy to Redis that forwards whole RESP commands and, at the first
+    `XADD exchange:adl`, drops the connection without forwarding it and stops listening:
+    the network (or the service) dies between the two streams' writes of one batch."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.port = int(self.server.getsockname()[1])
+        self.cut = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.server.close()
+
+    def _accept(self) -> None:
+        while not self.cut.is_set():
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+        buf = b""
+        try:
+            while data := client.recv(65536):
+                buf += data
+                while (parsed := _resp_command(buf)) is not None:
+                    args, size = parsed
+                    if args[:2] == [b"XADD", b"exchange:adl"]:
+                        self.cut.set()
+                        time.sleep(0.2)  # what was forwarded reaches Redis first
+                        self.close()
+                        return
+                    upstream.sendall(buf[:size])
+                    buf = buf[size:]
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+
+
+def _resp_command(buf: bytes) -> tuple[list[bytes], int] | None:
+    """The first complete RESP command in `buf` (its arguments and byte size), or None."""
+    if not buf.startswith(b"*"):
+        return None
+    end = buf.find(b"\r\n")
+    if end < 0:
+        return None
+    args, pos = [], end + 2
+    for _ in range(int(buf[1:end])):
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            return None
+        n = int(buf[pos + 1 : end])
+        if len(buf) < end + 2 + n + 2:
+            return None
+        args.append(buf[end + 2 : end + 2 + n])
+        pos = end + 2 + n + 2
+    return [args[0].upper(), *args[1:]], pos
+
+
+def test_adl_events_when_connection_dies_between_the_two_streams_land_in_both_or_neither(
+    start_service: Any, redis_srv: RedisServer
+) -> None:
+    """Audit R5: a batch's XADDs to exchange:events and exchange:adl are one transaction."""
+    url = _db(redis_srv, 11)
+    proxy = CuttingRedisProxy(redis_srv.port)
+    svc: ServiceProcess = start_service(redis_url=proxy.url(11), shutdown_timeout_s="1")
+    api = Api(svc)
+    try:
+        setup_market(api, accounts=2)
+        wait_published(api)
+        adl_scenario(api)
+        assert proxy.cut.wait(10), "no adl XADD went through the proxy"
+        time.sleep(0.3)
+        events, adl = stream_entries(redis_srv, url)
+        assert [e for e in events if e[1][b"type"] == b"adl"] == adl, (events[-3:], adl)
+        svc.stop()  # Redis unreachable: the backlog is lost with the process
+        svc.env["EXCHANGE_REDIS_URL"] = url
+        svc.start()
+        assert_streams_exact(redis_srv, url, wait_published(api), svc.data_dir)
+    finally:
+        proxy.close()
+        svc.stop()
+
+
+def test_restart_when_exchange_adl_lacks_entries_copies_them_from_exchange_events(
+    start_service: Any, redis_srv: RedisServer
+) -> None:
+    """Audit R5: resume per stream. exchange:adl as an interrupted write of the old,
+    non-transactional publisher left it: exchange:events holds the last adl entry, exchange:adl
+    stops before it."""
+    url = _db(redis_srv, 12)
+    svc: ServiceProcess = start_service(redis_url=url)
+    api = Api(svc)
+    setup_market(api, accounts=2)
+    adl_scenario(api)
+    wait_published(api)
+    svc.stop()
+    r = redis_srv.client_for(url)
+    adl = r.xrange("exchange:adl")
+    assert adl
+    r.delete("exchange:adl")
+    for entry_id, fields in adl[:-1]:
+        r.xadd("exchange:adl", fields, id=entry_id)
+    svc.start()
+    try:
+        api.new_account("1")
+        assert_streams_exact(redis_srv, url, wait_published(api), svc.data_dir)
+        assert "exchange:adl lacked 1 adl entries" in svc.log(), svc.log()
+    finally:
+        svc.stop()
+
+
+def test_readyz_when_only_redis_is_down_stays_200_and_shows_the_backlog_also_after_a_restart(
+    start_service: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Audit R9: trading goes on while Redis is down, so the instance stays in service; the
+    backlog counts every event not yet published, in memory or to be regenerated."""
+    late = RedisServer(tmp_path_factory.mktemp("redis-late"))  # nothing listens on its port yet
+    svc: ServiceProcess = start_service(ready="/healthz", redis_url=late.url, shutdown_timeout_s="1")
+    api = Api(svc)
+    try:
+        setup_market(api, accounts=2)
+        adl_scenario(api)
+        seq = engine_state(api)["seq"]
+        ready = api.http.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        body = ready.json()
+        assert body["status"] == "ready" and body["redis"] == "unreachable", body
+        assert "Redis unreachable" in body["message"], body
+        assert (body["engine_seq"], body["last_published_seq"]) == (seq, 0), body
+        assert body["publish_backlog"] == body["publish_lag_events"] == seq, body
+        assert metric(api, "exchange_publish_backlog") == seq
+        assert metric(api, "exchange_publish_redis_connected") == 0
+
+        svc.stop()
+        svc.start()  # Redis still down: nothing in memory, everything to be regenerated
+        body = wait_readyz(api, 200).json()
+        assert body["redis"] == "unreachable" and body["publish_backlog"] == seq, body
+        assert metric(api, "exchange_publish_backlog") == seq
+        assert metric(api, "exchange_publish_backlog_in_memory") == 0
+
+        late.start()
+        assert_streams_exact(late, late.url, wait_published(api), svc.data_dir)
+        body = api.http.get("/readyz").json()
+        assert body["redis"] == "ok" and body["publish_backlog"] == 0, body
+    finally:
+        svc.stop()
+        late.stop()

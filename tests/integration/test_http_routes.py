@@ -31,14 +31,19 @@ def order(client: httpx.Client, **body: Any) -> httpx.Response:
 
 def test_health_ready_metrics_when_running_answer_200(api: Api) -> None:
     assert api.http.get("/healthz").json() == {"status": "ok"}
-    assert api.http.get("/readyz").json() == {"status": "ready"}
+    ready = api.http.get("/readyz").json()
+    assert (ready["status"], ready["message"], ready["redis"]) == ("ready", "ok", "ok"), ready
+    assert ready["publish_backlog"] >= 0 and ready["engine_seq"] >= ready["last_published_seq"]
     text = api.http.get("/metrics").text
     for name in (
         "exchange_commands_total",
         "exchange_command_latency_seconds_bucket",
         "exchange_engine_queue_depth",
         "exchange_publish_backlog",
+        "exchange_publish_backlog_in_memory",
         "exchange_publish_lag_events",
+        "exchange_publish_redis_connected",
+        "exchange_publish_redis_ahead",
         "exchange_ws_clients",
         "exchange_trades_total",
     ):

@@ -190,6 +190,37 @@ async def test_account_channel_when_key_authenticated_never_carries_other_accoun
     ]
 
 
+async def test_account_channel_when_unsubscribed_then_subscribed_again_delivers_again(
+    api: Api,
+) -> None:
+    _, key = api.new_account()
+    async with ws_connect(api.service.ws_url) as ws:
+        await ws.send(op="auth", api_key=key)
+        await ws.control("authenticated")
+        await ws.send(op="unsubscribe", channels=["account"])
+        assert (await ws.control("unsubscribed"))["channels"] == ["account"]
+        with api.as_key(key) as c:
+            # events go out before the answer: by now anything sent is on its way
+            await asyncio.to_thread(
+                c.post, "/v1/orders", json={**BUY, "qty": "0.001", "price": "20001"}
+            )
+            assert not [m for m in await ws.drain() if m["channel"] == "account"]
+            await ws.send(op="subscribe", channels=["account"])
+            assert (await ws.control("subscribed"))["channels"] == ["account"]
+            r = await asyncio.to_thread(
+                c.post, "/v1/orders", json={**BUY, "qty": "0.001", "price": "20002"}
+            )
+            accepted = await ws.expect(
+                lambda m: m["channel"] == "account" and m["data"]["type"] == "order_accepted"
+            )
+            assert accepted["data"]["order_id"] == r.json()["order_id"]
+            await asyncio.to_thread(c.delete, "/v1/orders")
+            for _ in range(2):
+                await ws.expect(
+                    lambda m: m["channel"] == "account" and m["data"]["type"] == "order_canceled"
+                )
+
+
 # -- slow consumers --------------------------------------------------------------------------
 
 
