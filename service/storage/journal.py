@@ -198,6 +198,15 @@ def repair_tail(torn: TornTail) -> None:
         os.fsync(f.fileno())
 
 
+def sync_file(path: Path) -> None:
+    """fsync one file's data (through a descriptor of its own)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -227,6 +236,8 @@ class JournalWriter:
         if self._file is not None and self._file.tell() == 0:  # its header was torn off
             self._write_header()
         self.acked_offset = self._file.tell() if self._file is not None else 0
+        # older segments rolled over while their tail was not acknowledged yet: (path, acked)
+        self._rolled_unacked: list[tuple[Path, int]] = []
 
     def append_batch(self, records: list[tuple[int, int, int, bytes]], sync: bool = True) -> None:
         """Write (seq_before, seq, ts_ns, payload) records per the fsync mode, in one go.
@@ -274,6 +285,12 @@ class JournalWriter:
         """An fsync done elsewhere covered `path` up to `offset`."""
         if path == self._path:
             self.acked_offset = max(self.acked_offset, offset)
+            # asked for after the roll, which fsynced the older segments whole: all acknowledged
+            self._rolled_unacked.clear()
+        else:
+            self._rolled_unacked = [
+                (p, max(acked, offset) if p == path else acked) for p, acked in self._rolled_unacked
+            ]
 
     def sync(self) -> None:
         """fsync what was written, in any mode (before a snapshot claims it)."""
@@ -288,8 +305,19 @@ class JournalWriter:
         acknowledged and its commands were answered with an error. Returns the bytes cut."""
         if self._file is None:
             return 0
-        cut = self._file.tell() - self.acked_offset
-        if cut > 0:
+        cut = 0
+        for path, acked in self._rolled_unacked:  # the roll made them durable, not acknowledged
+            with open(path, "r+b") as f:
+                size = f.seek(0, os.SEEK_END)
+                if size > acked:
+                    f.truncate(acked)
+                    cut += size - acked
+                    with contextlib.suppress(OSError):
+                        os.fsync(f.fileno())
+        self._rolled_unacked.clear()
+        cut_here = self._file.tell() - self.acked_offset
+        cut += max(0, cut_here)
+        if cut_here > 0:
             self._file.truncate(self.acked_offset)
             self._file.seek(self.acked_offset)
             self._file.flush()
@@ -305,6 +333,8 @@ class JournalWriter:
 
     def _roll(self, first_seq: int) -> None:
         if self._file is not None:  # the old segment is complete and durable before the new one
+            if self.acked_offset < self._file.tell() and self._path is not None:
+                self._rolled_unacked.append((self._path, self.acked_offset))
             self._file.flush()
             os.fsync(self._file.fileno())
             self.fsyncs += 1

@@ -18,7 +18,15 @@ from typing import Any
 
 from engine.engine import Engine
 from service.storage.codec import decode_command
-from service.storage.journal import ConfigMismatch, TornTail, read_journal, repair_tail
+from service.storage.journal import (
+    ConfigMismatch,
+    TornTail,
+    fsync_dir,
+    read_journal,
+    repair_tail,
+    segments,
+    sync_file,
+)
 from service.storage.snapshot import load_newest
 
 log = logging.getLogger("exchange.recovery")
@@ -68,6 +76,12 @@ def recover(
         )
         if repair:
             repair_tail(torn)
+    if repair:
+        # A kill -9 leaves written but unsynced records that replay will now treat as real:
+        # make them durable before anything built on them is answered, published or snapshotted.
+        for path in segments(directory):
+            sync_file(path)
+        fsync_dir(directory)
     replayed = 0
     for rec in records:
         if rec.seq <= engine.seq:

@@ -20,7 +20,7 @@ from service.engine_loop import EngineHalted, EngineLoop
 from service.metrics import Metrics
 from service.storage import syncer
 from service.storage.durable import DurableJournal
-from service.storage.journal import read_journal
+from service.storage.journal import read_journal, segments
 from service.storage.syncer import FsyncFailed, FsyncHelper
 
 
@@ -222,8 +222,10 @@ def test_helper_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
 # -- the engine loop's pipelined commit --------------------------------------------------------
 
 
-async def _loop_on(tmp_path: Path) -> tuple[EngineLoop, DurableJournal, list[object]]:
-    journal = DurableJournal(tmp_path, Engine, fsync="batch")
+async def _loop_on(
+    tmp_path: Path, segment_bytes: int = 64 << 20
+) -> tuple[EngineLoop, DurableJournal, list[object]]:
+    journal = DurableJournal(tmp_path, Engine, fsync="batch", segment_bytes=segment_bytes)
     engine = journal.recover().engine
     delivered: list[object] = []
     loop = EngineLoop(engine, Metrics(), journal=journal, sinks=[delivered.extend])
@@ -408,3 +410,35 @@ async def test_a_batch_that_writes_nothing_needs_no_segment_and_no_fsync(tmp_pat
     finally:
         await loop.stop()
         journal.close()
+
+
+async def test_helper_death_when_segments_rolled_meanwhile_cuts_every_unanswered_record(
+    tmp_path: Path,
+) -> None:
+    """A roll fsyncs the old segment whole, but what it holds past the last acknowledged
+    fsync was answered 503 all the same: it must not come back at restart either."""
+    loop, journal, _ = await _loop_on(tmp_path, segment_bytes=1024)
+    assert journal._helper is not None
+    seq0 = loop.engine.seq
+    segments_before = len(segments(tmp_path))
+    try:
+        os.kill(journal._helper.pid, signal.SIGSTOP)
+        tasks = []
+        for i in range(80):  # one at a time: every deposit its own batch, several rolls
+            tasks.append(asyncio.create_task(loop.submit(c.Deposit(1, 100 + i))))
+            await _wait_applied(loop, seq0 + i + 1)
+        assert len(segments(tmp_path)) >= segments_before + 3
+        os.kill(journal._helper.pid, signal.SIGKILL)
+        for task in tasks:
+            with pytest.raises(EngineHalted):
+                await task
+    finally:
+        await loop.stop()
+        journal.close()
+    records, torn = read_journal(tmp_path)
+    assert torn is None and records[-1].seq == seq0  # not one of the 80 survives
+    again = DurableJournal(tmp_path, Engine, fsync="off")
+    try:
+        assert again.recover().engine.seq == seq0
+    finally:
+        again.close()
