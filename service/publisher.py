@@ -2,9 +2,12 @@
 
 Redis: `RedisPublisher.enqueue(events)` is called by the engine task and only appends to a
 bounded in-memory backlog (it never awaits). A separate task drains the backlog in batches,
-each batch one `MULTI`/`EXEC` transaction: every event is `XADD exchange:events` and ADL
-events are also `XADD exchange:adl`, with entry id `<seq>-0`, fields `type` and `data`
-(orjson), and `MAXLEN ~ stream_maxlen`. Both streams of a batch land together or not at all.
+each batch one call of a Lua script (`_APPEND`): every event is `XADD exchange:events` and
+ADL events are also `XADD exchange:adl`, with entry id `<seq>-0`, fields `type` and `data`
+(orjson), and `MAXLEN ~ stream_maxlen`. The script runs atomically, so both streams of a batch
+land together or not at all, and it first checks that both streams' last ids are still the
+ones the publisher last saw: a Redis that restarted empty or was flushed (which redis-py's
+silent reconnect would hide from a plain pipeline) is noticed before anything is written.
 
 Guarantees and known limits:
 - A Redis that is down or slow never blocks trading: the engine only touches the deque.
@@ -30,7 +33,7 @@ Guarantees and known limits:
   metric `exchange_publish_redis_ahead`). It looks again every `recheck_s` seconds and goes
   on once those streams were removed (or rolled back below where they were).
   It cannot tell a foreign history whose last id is not above the engine's seq.
-- `MULTI` needs both keys on one node: a Redis Cluster would refuse the cross-slot pair.
+- The script touches both keys: a Redis Cluster would refuse the cross-slot pair.
 
 Without `EXCHANGE_REDIS_URL`, `MemoryEventStore` keeps the last events in a ring
 (`memory_events_kept`), formatted on demand by `entries()` (used by in-process tests).
@@ -58,6 +61,43 @@ log = logging.getLogger("service.publisher")
 
 EVENTS_STREAM = "exchange:events"
 ADL_STREAM = "exchange:adl"
+
+
+# One batch, appended atomically, and only if both streams' last ids are still the ones the
+# publisher last saw (ARGV[1], ARGV[2]). A Redis that restarted empty, was flushed, or was
+# written by someone else since then answers STREAMS_MOVED and nothing is written: the
+# publisher reads the last ids again and re-sends from there. (A plain MULTI cannot do this:
+# redis-py reconnects a dropped connection on its own, so a batch could land after a gap.)
+# Then ARGV[3] = MAXLEN, and per entry: flags (1 exchange:events, 2 exchange:adl), id, type, data.
+_APPEND = """
+local function last(key)
+  if redis.call('EXISTS', key) == 0 then return 0 end
+  local info = redis.call('XINFO', 'STREAM', key)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      return tonumber(string.match(info[i + 1], '^(%d+)'))
+    end
+  end
+  return 0
+end
+if last(KEYS[1]) ~= tonumber(ARGV[1]) or last(KEYS[2]) ~= tonumber(ARGV[2]) then
+  return redis.error_reply('STREAMS_MOVED the streams changed since they were last read')
+end
+for i = 4, #ARGV, 4 do
+  local flags = tonumber(ARGV[i])
+  if flags % 2 == 1 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[i + 1], 'type', ARGV[i + 2], 'data', ARGV[i + 3])
+  end
+  if flags >= 2 then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], ARGV[i + 1], 'type', ARGV[i + 2], 'data', ARGV[i + 3])
+  end
+end
+return 1
+"""
+
+
+class StreamsMoved(Exception):
+    """Redis's streams are not where the publisher last saw them (restart, flush, another writer)."""
 
 
 def _seq_of(entry_id: Any) -> int:
@@ -153,6 +193,10 @@ class RedisPublisher:
         self.dropped = 0
         self.last_published_seq = 0  # highest seq known to be in exchange:events
         self._last_adl_seq = 0  # exchange:adl's last id
+        self._append_script = self.redis.register_script(_APPEND)
+        # the streams' last-generated ids as last read or written: what _APPEND checks (unlike
+        # last_published_seq, it does not move past events skipped as lost)
+        self._stream_ids = (0, 0)
         self._adl_checked = 0  # exchange:adl holds every adl entry exchange:events has up to here
         self._synced = False  # last ids read since the last (re)connect
         self.connected = False
@@ -351,8 +395,28 @@ class RedisPublisher:
             )
         self.last_published_seq = ev_seq
         self._last_adl_seq = adl_seq
+        self._stream_ids = (ev_seq, adl_seq)
         self._adl_checked = min(self._adl_checked, ev_seq)
         self._synced = True
+
+    async def _append(self, entries: list[tuple[int, int, bytes, bytes]]) -> None:
+        """Append (flags, seq, type, data) entries with `_APPEND`; StreamsMoved if Redis is not
+        where it was last seen (then nothing was written)."""
+        args: list[Any] = [*self._stream_ids, self.maxlen]
+        ev_last, adl_last = self._stream_ids
+        for flags, seq, typ, data in entries:
+            args += [flags, f"{seq}-0", typ, data]
+            if flags & 1:
+                ev_last = seq
+            if flags & 2:
+                adl_last = seq
+        try:
+            await self._append_script(keys=[EVENTS_STREAM, ADL_STREAM], args=args)
+        except ResponseError as exc:
+            if "STREAMS_MOVED" in str(exc):
+                raise StreamsMoved(str(exc)) from None
+            raise
+        self._stream_ids = (ev_last, adl_last)
 
     def _history_gone(self, ev_seq: int, adl_seq: int) -> bool:
         """Whether both streams lost the ids they had when the conflict was found."""
@@ -380,10 +444,7 @@ class RedisPublisher:
                 if fields and fields.get(b"type") == b"adl" and _seq_of(entry_id) > self._last_adl_seq
             ]
             if lacking:
-                pipe = self.redis.pipeline(transaction=True)
-                for seq, fields in lacking:
-                    pipe.xadd(ADL_STREAM, fields, id=f"{seq}-0", maxlen=self.maxlen, approximate=True)
-                await pipe.execute()
+                await self._append([(2, seq, fields[b"type"], fields[b"data"]) for seq, fields in lacking])
                 self._last_adl_seq = lacking[-1][0]
                 log.warning(
                     "publisher: %s lacked %d adl entries that %s holds (seqs %d..%d); copied them",
@@ -400,42 +461,35 @@ class RedisPublisher:
     async def _publish_some(self) -> None:
         backlog = self._backlog
         chunk = list(itertools.islice(backlog, 0, self.batch))
-        pipe = self.redis.pipeline(transaction=True)  # both streams of a chunk, or neither
         data = self.formatter.data
-        sent: list[int] = []
+        entries: list[tuple[int, int, bytes, bytes]] = []
         adl_checked = self._adl_checked >= self.last_published_seq
         for event in chunk:
             seq = event.seq
-            is_adl = type(event) is PositionDeleveraged
-            if seq <= self.last_published_seq and not (is_adl and seq > self._last_adl_seq):
-                continue
-            fields: dict[Any, Any] = {"type": event.TYPE, "data": orjson.dumps(data(event))}
-            entry_id = f"{seq}-0"
-            if seq > self.last_published_seq:
-                pipe.xadd(EVENTS_STREAM, fields, id=entry_id, maxlen=self.maxlen, approximate=True)
-                sent.append(seq)
-            if is_adl and seq > self._last_adl_seq:
-                pipe.xadd(ADL_STREAM, fields, id=entry_id, maxlen=self.maxlen, approximate=True)
-                sent.append(-seq)
-        if sent:
-            results = await pipe.execute(raise_on_error=False)
-            for result in results:
-                if isinstance(result, Exception):
-                    if isinstance(result, ResponseError) and "equal or smaller" in str(result):
-                        continue  # already in the stream: an earlier attempt got through
-                    raise result
-            for seq in sent:
-                if seq > 0:
+            flags = 1 if seq > self.last_published_seq else 0
+            if type(event) is PositionDeleveraged and seq > self._last_adl_seq:
+                flags |= 2
+            if flags:
+                entries.append((flags, seq, event.TYPE.encode(), orjson.dumps(data(event))))
+        if entries:
+            try:
+                await self._append(entries)
+            except StreamsMoved as exc:  # read the last ids again, then re-send from there
+                log.warning("publisher: %s (Redis restarted or flushed?); reading them again", exc)
+                self._synced = False
+                return
+            for flags, seq, _, _ in entries:
+                if flags & 1:
                     self.last_published_seq = max(self.last_published_seq, seq)
-                else:
-                    self._last_adl_seq = max(self._last_adl_seq, -seq)
+                if flags & 2:
+                    self._last_adl_seq = max(self._last_adl_seq, seq)
             if adl_checked:
                 self._adl_checked = self.last_published_seq
-            self.metrics.published.inc(sum(1 for s in sent if s > 0))
+            self.metrics.published.inc(sum(1 for flags, *_ in entries if flags & 1))
         # Drop what is now known to be in Redis. Overflow may have popped from the left in the
         # meantime, so compare seqs rather than counting.
         last = chunk[-1].seq if chunk else 0
         while backlog and backlog[0].seq <= last:
             backlog.popleft()
-        if not sent:
+        if not entries:
             await asyncio.sleep(0)  # a chunk of skipped duplicates made no I/O: let others run

@@ -716,12 +716,14 @@ def test_restart_when_engine_is_below_redis_last_id_stops_publication_and_fails_
 
 
 class CuttingRedisProxy:
-    """A TCP proxy to Redis that forwards whole RESP commands and, at the first
-    `XADD exchange:adl`, drops the connection without forwarding it and stops listening:
-    the network (or the service) dies between the two streams' writes of one batch."""
+    """A TCP proxy to Redis that forwards whole RESP commands and, at the first batch append
+    carrying an adl entry (the publisher's EVALSHA), drops the connection and stops listening:
+    with `forward`, after passing the append on (it lands, the answer is lost: the publisher
+    cannot know), else before (nothing lands)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, forward: bool) -> None:
         self.target_port = target_port
+        self.forward = forward
         self.server = socket.socket()
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(16)
@@ -753,7 +755,9 @@ class CuttingRedisProxy:
                 buf += data
                 while (parsed := _resp_command(buf)) is not None:
                     args, size = parsed
-                    if args[:2] == [b"XADD", b"exchange:adl"]:
+                    if args[0] in (b"EVALSHA", b"EVAL") and b"adl" in args:
+                        if self.forward:
+                            upstream.sendall(buf[:size])
                         self.cut.set()
                         time.sleep(0.2)  # what was forwarded reaches Redis first
                         self.close()
@@ -793,22 +797,25 @@ def _resp_command(buf: bytes) -> tuple[list[bytes], int] | None:
     return [args[0].upper(), *args[1:]], pos
 
 
-def test_adl_events_when_connection_dies_between_the_two_streams_land_in_both_or_neither(
-    start_service: Any, redis_srv: RedisServer
+@pytest.mark.parametrize("forward", [False, True], ids=["cut-before", "answer-lost"])
+def test_adl_events_when_connection_dies_mid_batch_land_in_both_or_neither(
+    start_service: Any, redis_srv: RedisServer, forward: bool
 ) -> None:
-    """Audit R5: a batch's XADDs to exchange:events and exchange:adl are one transaction."""
-    url = _db(redis_srv, 11)
-    proxy = CuttingRedisProxy(redis_srv.port)
+    """Audit R5: a batch's entries in exchange:events and exchange:adl are one atomic append;
+    when its answer is lost, the restarted publisher neither repeats nor skips anything."""
+    url = _db(redis_srv, 11 if forward else 13)
+    proxy = CuttingRedisProxy(redis_srv.port, forward)
     svc: ServiceProcess = start_service(redis_url=proxy.url(11), shutdown_timeout_s="1")
     api = Api(svc)
     try:
         setup_market(api, accounts=2)
         wait_published(api)
         adl_scenario(api)
-        assert proxy.cut.wait(10), "no adl XADD went through the proxy"
+        assert proxy.cut.wait(10), "no adl append went through the proxy"
         time.sleep(0.3)
         events, adl = stream_entries(redis_srv, url)
         assert [e for e in events if e[1][b"type"] == b"adl"] == adl, (events[-3:], adl)
+        assert bool(adl) == forward
         svc.stop()  # Redis unreachable: the backlog is lost with the process
         svc.env["EXCHANGE_REDIS_URL"] = url
         svc.start()
@@ -882,3 +889,28 @@ def test_readyz_when_only_redis_is_down_stays_200_and_shows_the_backlog_also_aft
     finally:
         svc.stop()
         late.stop()
+
+
+def test_redis_restarted_empty_while_idle_gets_every_event_again_exactly_once(
+    start_service: Any, redis_srv: RedisServer
+) -> None:
+    """A Redis that restarts without its data while the publisher is idle: a /readyz probe
+    reconnects the shared client before the publisher notices anything, so only the streams'
+    last ids, checked with every append, can tell that history is missing."""
+    url = _db(redis_srv, 14)
+    svc: ServiceProcess = start_service(redis_url=url)
+    api = Api(svc)
+    try:
+        keys = setup_market(api, accounts=2)
+        adl_scenario(api)
+        before = wait_published(api)
+        redis_srv.stop(save=False)
+        redis_srv.start()
+        redis_srv.client_for(url).flushdb()  # whatever an older dump held: this db starts empty
+        assert api.http.get("/readyz").status_code == 200  # the probe reconnects
+        asyncio.run(order_load(svc.base_url, keys, 2, 0.2, Load({}), requests=20))
+        seq = wait_published(api)
+        assert seq > before
+        assert_streams_exact(redis_srv, url, seq, svc.data_dir)
+    finally:
+        svc.stop()
