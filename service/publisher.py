@@ -112,6 +112,8 @@ class Regenerator(Protocol):
 
     def release(self) -> None: ...
 
+    def resume_point(self, after: int) -> int | None: ...
+
 
 class MemoryEventStore:
     """Events kept in process (no Redis): the last `maxlen` engine events."""
@@ -332,11 +334,14 @@ class RedisPublisher:
         try:
             events = await asyncio.get_running_loop().run_in_executor(None, self.regenerate, after, upto)
         except LookupError as exc:  # the journal no longer covers it: say so loudly, go on
-            log.error("publisher: events %d..%d cannot be regenerated (%s); they are skipped", after + 1, upto, exc)
-            self.metrics.publish_dropped.inc(upto - after)
-            self.last_published_seq = upto
-            self._last_adl_seq = max(self._last_adl_seq, upto)
-            self._adl_checked = max(self._adl_checked, upto)
+            # skip only what is really gone: a newer snapshot may still serve the rest
+            resume = self.regenerate.resume_point(after)
+            lost = upto if resume is None or resume >= upto else resume
+            log.error("publisher: events %d..%d cannot be regenerated (%s); they are skipped", after + 1, lost, exc)
+            self.metrics.publish_dropped.inc(lost - after)
+            self.last_published_seq = lost
+            self._last_adl_seq = max(self._last_adl_seq, lost)
+            self._adl_checked = max(self._adl_checked, lost)
             return
         head = self._backlog[0].seq if self._backlog else None
         events = [e for e in events if e.seq > self.last_published_seq and (head is None or e.seq < head)]

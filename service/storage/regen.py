@@ -59,10 +59,22 @@ class EventRegenerator:
         if upto_seq <= after_seq:
             return []
         try:
-            return self._regenerate(after_seq, upto_seq)
-        except FileNotFoundError:  # a segment or snapshot was pruned between listing and reading
+            try:
+                return self._regenerate(after_seq, upto_seq)
+            except FileNotFoundError:  # a segment or snapshot was pruned between listing and reading
+                self.release()
+                return self._regenerate(after_seq, upto_seq)
+        except LookupError:  # its engine cannot go on from there: start afresh next time
             self.release()
-            return self._regenerate(after_seq, upto_seq)
+            raise
+
+    def resume_point(self, after: int) -> int | None:
+        """When the journal no longer covers `after`: the oldest snapshot above it, from which
+        regeneration can go on (what lies between is lost), or None."""
+        for path in snapshots(self.data_dir):
+            if snapshot_seq(path) > after:
+                return snapshot_seq(path)
+        return None
 
     def release(self) -> None:
         """Drop the replay engine and the records read (the next call starts from a snapshot)."""

@@ -155,3 +155,32 @@ def test_regenerator_when_asked_far_past_its_position_loads_the_newer_snapshot(
     assert regen(snap + 5, live.seq) == [e for e in events if e.seq > snap + 5]
     after_base = [r for r in read_journal(tmp_path)[0] if r.seq_before >= snap]
     assert regen.bases == 2 and regen.applied - applied == len(after_base)
+
+
+def _pruned_behind_a_snapshot(directory: Path) -> tuple[Engine, list[Any], int]:
+    """A data dir whose journal begins only at a snapshot (segments behind it pruned)."""
+    dj = DurableJournal(directory, Engine, fsync="off", segment_bytes=2048)
+    live = dj.recover().engine
+    events: list[Any] = []
+    for i, cmd in enumerate(random_commands(10, 300)):
+        out = live.apply(cmd)
+        events.extend(out)
+        dj.append_batch([(cmd, out)])
+        if i == 200:
+            dj.snapshot(live, published_seq=live.seq)  # published: segments behind it go
+            snap = live.seq
+    dj.close()
+    assert read_journal(directory)[0][0].seq_before > 5  # the start is gone
+    return live, events, snap
+
+
+def test_regenerator_when_the_start_was_pruned_resumes_at_the_oldest_snapshot_above(
+    tmp_path: Path,
+) -> None:
+    live, events, snap = _pruned_behind_a_snapshot(tmp_path)
+    regen = EventRegenerator(tmp_path, Engine)
+    with pytest.raises(LookupError):
+        regen(5, live.seq)
+    assert regen.resume_point(5) == snap
+    assert regen.resume_point(snap) is None
+    assert regen(snap, live.seq) == [e for e in events if e.seq > snap]

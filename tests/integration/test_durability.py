@@ -914,3 +914,39 @@ def test_redis_restarted_empty_while_idle_gets_every_event_again_exactly_once(
         assert_streams_exact(redis_srv, url, seq, svc.data_dir)
     finally:
         svc.stop()
+
+
+async def test_publisher_when_only_part_of_a_gap_is_lost_skips_that_part_and_sends_the_rest(
+    tmp_path: Path, redis_srv: RedisServer
+) -> None:
+    """Redis empty, journal pruned behind a snapshot: what the snapshot and the journal after
+    it still give is published (audit n4: the whole first chunk used to be skipped)."""
+    from engine.engine import Engine
+    from service.format import EventFormatter
+    from service.metrics import Metrics
+    from service.publisher import RedisPublisher
+    from service.storage.regen import EventRegenerator
+    from tests.durability.test_regen import _pruned_behind_a_snapshot
+
+    live, _, snap = _pruned_behind_a_snapshot(tmp_path)
+    url = redis_srv.url_for_db(15)
+    redis_srv.clear_streams(15)
+    metrics = Metrics()
+    pub = RedisPublisher(
+        url,
+        EventFormatter(live.instruments),
+        metrics,
+        regenerate=EventRegenerator(tmp_path, Engine),
+        head_seq=lambda: live.seq,
+    )
+    await pub.start()
+    try:
+        deadline = time.monotonic() + 20
+        while pub.last_published_seq < live.seq:
+            assert time.monotonic() < deadline, pub.last_published_seq
+            await asyncio.sleep(0.02)
+    finally:
+        await pub.stop()
+    ids = [int(i.decode().split("-")[0]) for i, _ in redis_srv.client_for(url).xrange("exchange:events")]
+    assert ids == list(range(snap + 1, live.seq + 1))
+    assert pub.dropped == 0 and metrics.publish_dropped._value.get() == snap
