@@ -61,6 +61,7 @@ log = logging.getLogger("service.publisher")
 
 EVENTS_STREAM = "exchange:events"
 ADL_STREAM = "exchange:adl"
+ORIGIN_KEY = "exchange:origin"  # the id of the data dir whose events the streams hold
 
 
 # One batch, appended atomically, and only if both streams' last ids are still the ones the
@@ -68,7 +69,8 @@ ADL_STREAM = "exchange:adl"
 # written by someone else since then answers STREAMS_MOVED and nothing is written: the
 # publisher reads the last ids again and re-sends from there. (A plain MULTI cannot do this:
 # redis-py reconnects a dropped connection on its own, so a batch could land after a gap.)
-# Then ARGV[3] = MAXLEN, and per entry: flags (1 exchange:events, 2 exchange:adl), id, type, data.
+# ARGV[3] = MAXLEN, ARGV[4] = this data dir's id, which KEYS[3] (exchange:origin) must hold
+# (when given), then per entry: flags (1 exchange:events, 2 exchange:adl), id, type, data.
 _APPEND = """
 local function last(key)
   if redis.call('EXISTS', key) == 0 then return 0 end
@@ -83,7 +85,10 @@ end
 if last(KEYS[1]) ~= tonumber(ARGV[1]) or last(KEYS[2]) ~= tonumber(ARGV[2]) then
   return redis.error_reply('STREAMS_MOVED the streams changed since they were last read')
 end
-for i = 4, #ARGV, 4 do
+if ARGV[4] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[4] then
+  return redis.error_reply('STREAMS_MOVED the streams belong to another data dir now')
+end
+for i = 5, #ARGV, 4 do
   local flags = tonumber(ARGV[i])
   if flags % 2 == 1 then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[i + 1], 'type', ARGV[i + 2], 'data', ARGV[i + 3])
@@ -119,6 +124,7 @@ class MemoryEventStore:
     """Events kept in process (no Redis): the last `maxlen` engine events."""
 
     conflict: str | None = None  # never: nothing outside the process holds events
+    conflict_label = ""
     connected = True
 
     def __init__(self, formatter: EventFormatter, maxlen: int) -> None:
@@ -172,6 +178,7 @@ class RedisPublisher:
         regenerate: Regenerator | None = None,
         head_seq: Callable[[], int] | None = None,
         recheck_s: float = 5.0,
+        origin: str = "",
     ) -> None:
         self.url = url
         self.formatter = formatter
@@ -180,6 +187,7 @@ class RedisPublisher:
         self.backlog_max = backlog_max
         self.batch = batch
         self.recheck_s = recheck_s
+        self.origin = origin  # this data dir's id ("" = not checked)
         self.redis = aioredis.Redis.from_url(
             url, socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=0
         )
@@ -202,7 +210,8 @@ class RedisPublisher:
         self._adl_checked = 0  # exchange:adl holds every adl entry exchange:events has up to here
         self._synced = False  # last ids read since the last (re)connect
         self.connected = False
-        self.conflict: str | None = None  # why publication stopped (Redis ahead of the engine)
+        self.conflict: str | None = None  # why publication stopped (another run's history)
+        self.conflict_label = ""  # its short form for /readyz
         self._foreign = (0, 0)  # the streams' last ids when the conflict was found
 
     # -- engine side ---------------------------------------------------------------------
@@ -372,16 +381,32 @@ class RedisPublisher:
         ev_seq, adl_seq = await self._last_ids()
         head = self.head_seq() if self.head_seq is not None else None
         ahead = head is not None and max(ev_seq, adl_seq) > head
+        if self.origin and not ahead:
+            owner = await self._claim_origin()
+            if owner != self.origin:
+                if self.conflict is None:
+                    self._foreign = (ev_seq, adl_seq)
+                    self.conflict_label = "another data dir's streams"
+                    self.conflict = (
+                        f"the Redis streams hold the events of data dir {owner}, not of this one "
+                        f"({self.origin}): another exchange, or a data dir that was wiped or "
+                        "replaced; publication stopped, nothing is written to them. Remove them "
+                        f"(DEL {EVENTS_STREAM} {ADL_STREAM} {ORIGIN_KEY}) or point "
+                        "EXCHANGE_REDIS_URL at another database"
+                    )
+                    log.error("publisher: %s", self.conflict)
+                return
         if ahead or (self.conflict is not None and not self._history_gone(ev_seq, adl_seq)):
             if self.conflict is None:
                 self._foreign = (ev_seq, adl_seq)
+                self.conflict_label = "ahead of the engine"
                 self.conflict = (
                     f"Redis is ahead of the engine: {EVENTS_STREAM} holds ids up to {ev_seq} "
                     f"({ADL_STREAM} up to {adl_seq}) but the engine is at seq {head}, so they hold "
                     "another run's history (a wiped or damaged data dir, or another exchange on "
                     "this Redis database); publication stopped, nothing is written to them. "
-                    f"Remove them (DEL {EVENTS_STREAM} {ADL_STREAM}) or point EXCHANGE_REDIS_URL "
-                    "at another database"
+                    f"Remove them (DEL {EVENTS_STREAM} {ADL_STREAM} {ORIGIN_KEY}) or point "
+                    "EXCHANGE_REDIS_URL at another database"
                 )
                 log.error("publisher: %s", self.conflict)
             return
@@ -407,7 +432,7 @@ class RedisPublisher:
     async def _append(self, entries: list[tuple[int, int, bytes, bytes]]) -> None:
         """Append (flags, seq, type, data) entries with `_APPEND`; StreamsMoved if Redis is not
         where it was last seen (then nothing was written)."""
-        args: list[Any] = [*self._stream_ids, self.maxlen]
+        args: list[Any] = [*self._stream_ids, self.maxlen, self.origin]
         ev_last, adl_last = self._stream_ids
         for flags, seq, typ, data in entries:
             args += [flags, f"{seq}-0", typ, data]
@@ -416,12 +441,19 @@ class RedisPublisher:
             if flags & 2:
                 adl_last = seq
         try:
-            await self._append_script(keys=[EVENTS_STREAM, ADL_STREAM], args=args)
+            await self._append_script(keys=[EVENTS_STREAM, ADL_STREAM, ORIGIN_KEY], args=args)
         except ResponseError as exc:
             if "STREAMS_MOVED" in str(exc):
                 raise StreamsMoved(str(exc)) from None
             raise
         self._stream_ids = (ev_last, adl_last)
+
+    async def _claim_origin(self) -> str:
+        """The data dir id the streams belong to, claiming them for this one if unclaimed
+        (empty streams, or streams written before the marker existed)."""
+        await self.redis.set(ORIGIN_KEY, self.origin, nx=True)
+        owner = await self.redis.get(ORIGIN_KEY)
+        return owner.decode() if isinstance(owner, bytes) else str(owner)
 
     def _history_gone(self, ev_seq: int, adl_seq: int) -> bool:
         """Whether both streams lost the ids they had when the conflict was found."""

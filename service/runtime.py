@@ -71,6 +71,7 @@ class Services:
                 batch=settings.publish_batch,
                 regenerate=EventRegenerator(settings.data_dir, lambda: build_engine(config)),
                 head_seq=lambda: self.loop.delivered_seq,  # not engine.seq: fsync may be pending
+                origin=self.journal.id,
             )
         else:
             self.publisher = MemoryEventStore(self.formatter, settings.memory_events_kept)
@@ -186,7 +187,7 @@ class Services:
         if not self.settings.redis_url:
             redis = "not configured"
         elif p.conflict is not None:
-            redis = "ahead of the engine"
+            redis = p.conflict_label
         else:
             redis = "ok" if await p.ping() else "unreachable"
         backlog = p.backlog()

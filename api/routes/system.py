@@ -39,7 +39,7 @@ class ReadyOut(BaseModel):
 
     status: str = Field(description='"ready"')
     message: str = Field(description='"ok", or what is degraded (Redis unreachable)')
-    redis: str = Field(description="ok | unreachable | ahead of the engine | not configured")
+    redis: str = Field(description="ok | unreachable | ahead of the engine | another data dir's streams | not configured")
     engine_seq: int
     last_published_seq: int = Field(description="highest seq known to be in exchange:events")
     publish_backlog: int = Field(

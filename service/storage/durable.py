@@ -30,6 +30,7 @@ import fcntl
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,20 @@ from service.storage.snapshot import snapshot_seq, snapshots, write_snapshot
 from service.storage.syncer import FsyncHelper
 
 log = logging.getLogger("service.durability")
+
+
+def data_dir_id(directory: Path) -> str:
+    """The data dir's identity (`ID`, made once, at its first start): the Redis publisher
+    marks the streams with it, so they are never mixed with another data dir's events."""
+    path = directory / "ID"
+    if not path.exists():
+        tmp = directory / "ID.tmp"
+        tmp.write_text(uuid.uuid4().hex + "\n")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(directory)
+    return path.read_text().strip()
 
 
 class DataDirLocked(RuntimeError):
@@ -96,6 +111,7 @@ class DurableJournal:
         self._snapshot_at = time.monotonic()
         self._helper: FsyncHelper | None = None
         self._lock: Any = None
+        self.id = ""  # the data dir's identity, known once recover() ran
 
     @property
     def fsyncs(self) -> int:
@@ -107,6 +123,7 @@ class DurableJournal:
         t0 = time.perf_counter()
         if self._lock is None:
             self._lock = lock_data_dir(self.data_dir)
+        self.id = data_dir_id(self.data_dir)
         rec = recover(self.data_dir, self.new_engine, repair=True)
         self.last_seq = rec.engine.seq
         self.writer = JournalWriter(

@@ -127,8 +127,9 @@ class RedisServer:
         return redis.Redis.from_url(url, socket_timeout=2)
 
     def clear_streams(self, n: int) -> None:
-        """Remove the service's streams from database `n` (only those keys: the server may be shared)."""
-        self.client_for(self.url_for_db(n)).delete("exchange:events", "exchange:adl")
+        """Remove the service's streams and their origin marker from database `n` (only those
+        keys: the server may be shared)."""
+        self.client_for(self.url_for_db(n)).delete("exchange:events", "exchange:adl", "exchange:origin")
 
 
 class ServiceProcess:
