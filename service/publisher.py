@@ -384,31 +384,22 @@ class RedisPublisher:
         if self.origin and not ahead:
             owner = await self._claim_origin()
             if owner != self.origin:
-                if self.conflict is None:
-                    self._foreign = (ev_seq, adl_seq)
-                    self.conflict_label = "another data dir's streams"
-                    self.conflict = (
-                        f"the Redis streams hold the events of data dir {owner}, not of this one "
-                        f"({self.origin}): another exchange, or a data dir that was wiped or "
-                        "replaced; publication stopped, nothing is written to them. Remove them "
-                        f"(DEL {EVENTS_STREAM} {ADL_STREAM} {ORIGIN_KEY}) or point "
-                        "EXCHANGE_REDIS_URL at another database"
-                    )
-                    log.error("publisher: %s", self.conflict)
+                self._stop_publishing(
+                    (ev_seq, adl_seq),
+                    "another data dir's streams",
+                    f"the Redis streams hold the events of data dir {owner}, not of this one "
+                    f"({self.origin}): another exchange, or a data dir that was wiped or replaced",
+                )
                 return
         if ahead or (self.conflict is not None and not self._history_gone(ev_seq, adl_seq)):
-            if self.conflict is None:
-                self._foreign = (ev_seq, adl_seq)
-                self.conflict_label = "ahead of the engine"
-                self.conflict = (
-                    f"Redis is ahead of the engine: {EVENTS_STREAM} holds ids up to {ev_seq} "
-                    f"({ADL_STREAM} up to {adl_seq}) but the engine is at seq {head}, so they hold "
-                    "another run's history (a wiped or damaged data dir, or another exchange on "
-                    "this Redis database); publication stopped, nothing is written to them. "
-                    f"Remove them (DEL {EVENTS_STREAM} {ADL_STREAM} {ORIGIN_KEY}) or point "
-                    "EXCHANGE_REDIS_URL at another database"
-                )
-                log.error("publisher: %s", self.conflict)
+            self._stop_publishing(
+                (ev_seq, adl_seq),
+                "ahead of the engine",
+                f"Redis is ahead of the engine: {EVENTS_STREAM} holds ids up to {ev_seq} "
+                f"({ADL_STREAM} up to {adl_seq}) but the engine is at seq {head}, so they hold "
+                "another run's history (a wiped or damaged data dir, or another exchange on "
+                "this Redis database)",
+            )
             return
         if self.conflict is not None:
             log.warning(
@@ -447,6 +438,19 @@ class RedisPublisher:
                 raise StreamsMoved(str(exc)) from None
             raise
         self._stream_ids = (ev_last, adl_last)
+
+    def _stop_publishing(self, ids: tuple[int, int], label: str, why: str) -> None:
+        """The streams hold another run's history: write nothing to them (said once)."""
+        if self.conflict is not None:
+            return
+        self._foreign = ids
+        self.conflict_label = label
+        self.conflict = (
+            f"{why}; publication stopped, nothing is written to them. Remove them "
+            f"(DEL {EVENTS_STREAM} {ADL_STREAM} {ORIGIN_KEY}) or point EXCHANGE_REDIS_URL at "
+            "another database"
+        )
+        log.error("publisher: %s", self.conflict)
 
     async def _claim_origin(self) -> str:
         """The data dir id the streams belong to, claiming them for this one if unclaimed
