@@ -415,7 +415,14 @@ def fsync_table(args: argparse.Namespace) -> None:
         )
     if base and "batch" in med:
         ratio = med["batch"].result.rate / base
-        print(f"\ngoal: batch/off >= 0.9 ({ratio:.2f}): {'PASS' if ratio >= 0.9 else 'FAIL'}")
+        print(f"\ngoal: batch/off >= 0.9, median per mode ({ratio:.2f}): {'PASS' if ratio >= 0.9 else 'FAIL'}")
+        # the same round's runs met the same machine: their ratio cancels what moved between rounds
+        paired = sorted(b.result.rate / o.result.rate for b, o in zip(runs["batch"], runs["off"], strict=True))
+        mid = paired[len(paired) // 2]
+        print(
+            f"goal: batch/off >= 0.9, median of per-round ratios ({mid:.2f}; "
+            f"{paired[0]:.2f}..{paired[-1]:.2f}): {'PASS' if mid >= 0.9 else 'FAIL'}"
+        )
     if base and "always" in med:
         print(f"always/off: {med['always'].result.rate / base:.2f} (no goal: one fsync per order)")
 
