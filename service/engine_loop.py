@@ -10,8 +10,8 @@ Handlers `await engine_loop.submit(command, after)`. The task drains the queue i
 
 Then, once per batch: `capture(events)` (when set) reads whatever derived state must
 travel with the batch (the WebSocket hub's book snapshots and ADL quantiles, service/ws_hub.py)
-while the engine is exactly at the end of that batch (not after a halt mid-batch: that state
-is not trustworthy); `journal.append_batch(records)` writes
+while the engine is exactly at the end of that batch (after a halt mid-batch: the state the
+GET routes show, so the commands of that batch that were answered 200 reach the book too); `journal.append_batch(records)` writes
 the batch's commands; the events go to `on_delivered(events, captured)` and to every sink
 (Redis publisher or the in-process ring; neither ever awaits), and only then are the futures
 resolved: no client hears of a command, and no event or state derived from it leaves the
@@ -228,7 +228,7 @@ class EngineLoop:
                     log.exception("answer for %r failed", command)
                     answers.append((fut, exc, False, t0))
         captured = None
-        if all_events and self.capture is not None and not self.halted:
+        if all_events and self.capture is not None:  # also after a halt: what GET shows
             try:
                 captured = self.capture(all_events)
             except Exception:  # a bug in the hub must never stop the engine

@@ -95,6 +95,7 @@ class Services:
             on_delivered=self.hub.on_delivered,
         )
         self.loop.published_seq = lambda: self.publisher.last_published_seq
+        self.hub.halted = lambda: self.loop.halted
         m = self.metrics
         m.gauge(
             "exchange_engine_queue_depth",

@@ -65,6 +65,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -182,6 +183,8 @@ class WsHub:
         self.heartbeat_s = heartbeat_s
         self.quantile_interval_s = quantile_interval_s
         self.close_grace_s = close_grace_s
+        # whether the engine loop halted (set by the runtime): then no capture comes any more
+        self.halted: Callable[[], bool] = lambda: False
         self.seq = engine.seq  # the last seq delivered here (nothing is in flight at start)
         self.clients: set[WsClient] = set()
         self.channels: dict[str, set[WsClient]] = {}
@@ -411,8 +414,8 @@ class WsHub:
 
     def _settle(self) -> None:
         """When nothing is in flight, send owed snapshots and due quantiles from live state."""
-        if self.engine.seq != self.seq:
-            return  # the next capture reads them
+        if self.engine.seq != self.seq and not self.halted():
+            return  # the next capture reads them (after a halt none comes: read what GET shows)
         if self._owing or (self._quantile_due and self.accounts):
             self._emit(self._gather(set()), self.seq)
 
@@ -431,8 +434,8 @@ class WsHub:
         """Mark `ch`'s snapshot as sent to `client` by state read at `seq` (None: any news);
         whether it was owed and is settled by it."""
         asked = client.owed.get(ch)
-        if asked is None or (seq is not None and seq < asked):
-            return False
+        if asked is None or (seq is not None and seq < asked and not self.halted()):
+            return False  # (after a halt the live state is final: any read settles it)
         del client.owed[ch]
         if not client.owed:
             self._owing.discard(client)
@@ -492,6 +495,10 @@ class WsHub:
                     try:
                         text = await asyncio.wait_for(queue.get(), self.heartbeat_s)
                     except TimeoutError:
+                        if not queue.empty():  # a message came as the timer fired: it goes first,
+                            # or the heartbeat (stamped with the last delivered seq) would pass it
+                            await ws.send_text(queue.get_nowait())
+                            continue
                         text = orjson.dumps(
                             {
                                 "channel": "heartbeat",

@@ -369,3 +369,32 @@ async def test_adl_quantile_when_another_symbol_moves_equity_is_pushed_for_the_r
         await wz.wait_for(lambda m: _pushed(wz, "BTC-PERP")[-1:] == [4])
         for ws in (wx, wz):
             assert_ordered(ws.msgs)
+
+
+@pytest.mark.parametrize("fsync", ["off", "always"])
+async def test_heartbeat_when_it_fires_as_a_message_is_queued_never_passes_that_message(
+    start_service: Any, fsync: str
+) -> None:
+    """A heartbeat carries the last delivered seq; sent ahead of a message queued just as its
+    timer fired, it made seq go down on the connection (a re-audit saw heartbeat 135, then
+    trade 133). A 20 ms heartbeat and trades at random gaps make that moment frequent."""
+    svc: ServiceProcess = start_service(fsync=fsync, ws_heartbeat_s="0.02")
+    api = Api(svc)
+    try:
+        api.set_mark("BTC-PERP", "10000")
+        seller, buyer = api.new_account("10000000")[1], api.new_account("10000000")[1]
+        rng = random.Random(7)
+        async with collector(svc.ws_url) as ws:
+            await ws.conn.send(json.dumps({"op": "subscribe", "channels": ["trades:BTC-PERP"]}))
+            async with httpx.AsyncClient(base_url=svc.base_url, timeout=10) as c:
+                for _ in range(150):
+                    for key, side in ((seller, "sell"), (buyer, "buy")):
+                        body = {"symbol": "BTC-PERP", "side": side, "type": "limit", "qty": "0.001", "price": "10000"}
+                        r = await c.post("/v1/orders", json=body, headers={"X-API-Key": key})
+                        assert r.status_code == 200, r.text
+                    await asyncio.sleep(rng.uniform(0, 0.04))
+            await ws.wait_for(lambda _: len(ws.on("trades:BTC-PERP")) >= 150)
+            assert len(ws.on("trades:BTC-PERP")) == 150 and len(ws.on("heartbeat")) > 10
+            assert_ordered(ws.msgs)
+    finally:
+        svc.stop()
