@@ -199,7 +199,7 @@ def repair_tail(torn: TornTail) -> None:
 
 
 def sync_file(path: Path) -> None:
-    """fsync one file's data (through a descriptor of its own)."""
+    """fsync one file, or directory, through a descriptor of its own."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -208,11 +208,8 @@ def sync_file(path: Path) -> None:
 
 
 def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """fsync a directory's entries (a file created, renamed or deleted in it)."""
+    sync_file(directory)
 
 
 class JournalWriter:

@@ -15,7 +15,7 @@ Invariants and limits:
   much sooner (`jump_events`), starts again from the newest valid snapshot at or below
   `after` (a fresh engine when there is none).
 - Raises LookupError when the journal no longer covers the range (pruned behind the replay
-  base), like `DurableJournal.events_between`; a file pruned under it mid-call is retried once
+  base); a file pruned under it mid-call is retried once
   from a fresh base.
 - While it catches up it holds a second engine and the journal records in memory;
   `release()` drops them (the publisher calls it once nothing is left to regenerate).

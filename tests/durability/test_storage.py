@@ -20,6 +20,7 @@ from service.storage.journal import (
     segments,
 )
 from service.storage.recovery import RecoveryError, recover
+from service.storage.regen import EventRegenerator
 from service.storage.snapshot import load_newest, snapshots, write_snapshot
 
 BTC = "BTC-PERP"
@@ -208,11 +209,11 @@ def test_durable_journal_when_events_regenerated_they_equal_the_original_events(
             dj.snapshot(live, published_seq=0)  # publisher behind: the journal must stay whole
     dj.close()
     a, b = original[50].seq, original[-30].seq
-    regenerated = dj.events_between(a, b)
+    regenerated = EventRegenerator(tmp_path, Engine)(a, b)
     assert regenerated == [e for e in original if a < e.seq <= b]
     # once the publisher has passed the snapshot, segments behind it may go
     dj.prune(published_seq=live.seq)
-    assert dj.events_between(original[-10].seq, live.seq) == [e for e in original if e.seq > original[-10].seq]
+    assert EventRegenerator(tmp_path, Engine)(original[-10].seq, live.seq) == [e for e in original if e.seq > original[-10].seq]
 
 
 def test_codec_when_amount_beyond_64_bits_round_trips_exactly() -> None:
@@ -233,7 +234,7 @@ def test_durable_journal_when_range_was_pruned_raises_lookup_error(tmp_path: Pat
     dj.close()
     (tmp_path / next(p.name for p in snapshots(tmp_path))).unlink()  # and the base snapshot is lost
     with pytest.raises(LookupError):
-        dj.events_between(5, 50)
+        EventRegenerator(tmp_path, Engine)(5, 50)
 
 
 # -- damage that a crash cannot cause is never taken for a torn tail (audit R1) ------------------
