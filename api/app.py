@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 from api.errors import install_error_handlers
 from api.fastpath import OrderEntryFastPath
+from api.guard import AbuseGuard
 from api.middleware import BodyLimitMiddleware
 from api.routes import account, admin, market, orders, system, ws
 from service.runtime import Services
@@ -24,6 +25,9 @@ DESCRIPTION = """\
 Perpetual-futures exchange core: cross margin, liquidation, insurance fund and
 auto-deleveraging. Prices, sizes and money are **decimal strings**; account ids are integers.
 
+* Input is strict: decimals match `^[0-9]+(\\.[0-9]+)?$` (a JSON number is read through its
+  shortest decimal form, without an exponent); ids are integers in 1..2^63-1 (else 400
+  `INVALID_ID`). Refused input never reaches the engine.
 * Account routes need `X-API-Key` (from `POST /v1/admin/accounts`).
 * Admin routes need `X-Admin-Token`.
 * Errors: `{"code": int, "error": "UPPER_SNAKE", "message": str}`.
@@ -32,10 +36,12 @@ auto-deleveraging. Prices, sizes and money are **decimal strings**; account ids 
 
 
 class ExchangeApp(FastAPI):
-    """FastAPI with the order-entry fast path (api/fastpath.py) in front of its middleware."""
+    """FastAPI with the order-entry fast path (api/fastpath.py) in front of its middleware,
+    and the per-address abuse limits (api/guard.py) in front of both."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return OrderEntryFastPath(super().build_middleware_stack(), self, self.state.max_body_bytes)
+        inner = OrderEntryFastPath(super().build_middleware_stack(), self, self.state.max_body_bytes)
+        return AbuseGuard(inner, self)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,6 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         strict_content_type=False,
+        # `/v1/orders/` is not `/v1/orders`: 404 with the error body. Starlette's default
+        # answers 307 with a Location built from the client's Host header (an open redirect).
+        redirect_slashes=False,
         # We export our own Prometheus metrics; FastAPI's OpenTelemetry hooks would cost an
         # environment lookup per request for nothing.
         telemetry={"tracing": False, "metrics": False, "logs": False},

@@ -45,6 +45,8 @@ class ApiCode(IntEnum):
     METHOD_NOT_ALLOWED = 5009
     NOT_READY = 5010
     INTERNAL_ERROR = 5011
+    INVALID_ID = 5012  # an id in a path or body that is not an integer in 1..2^63-1
+    MALFORMED_REQUEST = 5013  # refused by the HTTP parser (request line, headers): api/http_protocol.py
 
 
 # Engine rejections that are not 400.
@@ -151,6 +153,8 @@ def validation_error(errors: list[Any] | tuple[Any, ...]) -> ApiError:
         if (loc and loc[-1] == "body") or loc == ("body",):
             return ApiError.api(400, ApiCode.VALIDATION_ERROR, "a JSON object body is required")
         return ApiError.api(400, ApiCode.VALIDATION_ERROR, f"{where}: field required")
+    if kind == "invalid_id":
+        return ApiError.api(400, ApiCode.INVALID_ID, f"{where}: {err.get('msg', 'invalid id')}")
     if kind == "extra_forbidden":
         return ApiError.api(400, ApiCode.VALIDATION_ERROR, f"{where}: unknown field")
     if kind in ("model_attributes_type", "dict_type", "model_type"):

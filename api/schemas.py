@@ -1,10 +1,25 @@
 """Request and response schemas of the HTTP API, separate from the engine's types.
 
-Decimal inputs (`price`, `qty`, `amount`) are decimal strings; a JSON number is accepted
-and read through its shortest decimal form (`repr` for floats, so `0.1` is "0.1"). They are
-parsed exactly into `_e8` integers here (`Decimal`-free: engine.units.decimal_str_to_e8);
-the tick/lot grid check needs the instrument and happens in api/convert.py. Booleans,
-NaN/Infinity, more than 8 decimals, non-ASCII digits, zero and negatives are refused here.
+Strict input (SPEC §1), enforced here, before anything reaches the engine or the journal:
+
+- Decimals (`price`, `qty`, `amount`) are strings matching `^[0-9]+(\\.[0-9]+)?$`
+  (`DECIMAL_PATTERN`: no sign, exponent, whitespace, `_` or leading/trailing dot, ASCII
+  digits only, at most 64 characters) with at most 8 significant decimals ("1.50000000000"
+  is fine, "1.000000001" is not), positive, and below 10^15. Fields signed by nature (a
+  funding rate, a position-margin amount) use `SignedAmount`: the same with an optional
+  leading `-`, zero allowed. A JSON number is accepted and read through its shortest
+  round-trip decimal form written without an exponent (`3e4` -> "30000", `1e-05` ->
+  "0.00001"), then held to the same rules: a number that can only be written short with an
+  exponent (1e300, 1e-300) is refused as too large / too many decimals. Booleans,
+  NaN/Infinity and anything else are refused. They are parsed exactly into `_e8` integers
+  (`decimal_e8`, no floats); the tick/lot grid check needs the instrument and happens in
+  api/convert.py.
+- Ids (account ids in bodies; order and account ids in paths) are integers in 1..2^63-1
+  (`ID_MAX`): in a body a JSON integer (not a string, float or boolean); in a path
+  canonical digits (`ID_PATTERN`: no sign, leading zero, fraction or exponent). Anything
+  else is 400 INVALID_ID (api/errors.py).
+- Query integers (`depth`, `limit`) are plain digits within the documented bounds;
+  `leverage` is a positive JSON integer (or its digits as a string), never a float.
 
 Unknown fields are refused (`extra="forbid"`). Response models describe what the routes
 return; the routes build those bodies directly (orjson) and do not validate them per request.
@@ -13,64 +28,152 @@ return; the routes build those bodies directly (orjson) and do not validate them
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from engine.units import decimal_str_to_e8
+from engine.units import E8
 
 MAX_DECIMAL_E8 = 10**23  # 1e15 units: far beyond any price, size or amount this venue sees
+MAX_DECIMAL_CHARS = 64
+DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+SIGNED_DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+ID_MAX = 2**63 - 1
+ID_PATTERN = r"^[1-9][0-9]{0,18}$"  # then <= ID_MAX
 
-_DECIMAL_SCHEMA = {
-    "anyOf": [
-        {"type": "string", "pattern": r"^[0-9]{1,15}(\.[0-9]{1,8})?$"},
-        {"type": "number", "exclusiveMinimum": 0},
-    ],
-    "description": "positive decimal, as a string (a JSON number is read through its shortest decimal form)",
-}
+_DECIMAL_RE = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")  # fullmatch; [0-9] is ASCII only
+_ID_RE = re.compile(r"[1-9][0-9]{0,18}")  # fullmatch
+_DIGITS_RE = re.compile(r"[0-9]{1,18}")  # fullmatch
+
+
+def _decimal_text(value: Any) -> str:
+    """The decimal text of a JSON string or number (numbers: shortest form, no exponent)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise PydanticCustomError("decimal_type", "must be a decimal string")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        if abs(value) >= MAX_DECIMAL_E8:
+            raise PydanticCustomError("decimal_too_large", "is too large")
+        return str(value)
+    if not math.isfinite(value):
+        raise PydanticCustomError("decimal_parsing", "must be a finite decimal")
+    text = repr(value)  # the shortest form that reads back as the same double
+    if "e" in text or "E" in text:
+        if not 1e-9 <= abs(value) < 1e16:  # needs an exponent to be written short
+            raise PydanticCustomError(
+                "decimal_too_large" if abs(value) >= 1 else "decimal_parsing",
+                "is too large" if abs(value) >= 1 else "must have at most 8 decimals",
+            )
+        text = format(Decimal(text), "f")
+    return text
+
+
+def decimal_e8(value: Any, signed: bool = False) -> int:
+    """A strict decimal (SPEC §1) as an exact `_e8` integer; PydanticCustomError otherwise.
+
+    Positive unless `signed`: then an optional leading `-` and zero are allowed."""
+    text = _decimal_text(value)
+    if len(text) > MAX_DECIMAL_CHARS:
+        raise PydanticCustomError("decimal_parsing", "must be a plain decimal number")
+    m = _DECIMAL_RE.fullmatch(text)
+    if m is None:
+        raise PydanticCustomError(
+            "decimal_parsing",
+            "must be a plain decimal string like \"123.45\" (digits, optionally one dot and "
+            "more digits; no sign, exponent or spaces)",
+        )
+    sign, whole, frac = m.group(1), m.group(2), (m.group(3) or "").rstrip("0")
+    if sign and not signed:
+        raise PydanticCustomError("decimal_positive", "must be positive")
+    if len(frac) > 8:
+        raise PydanticCustomError("decimal_parsing", "must have at most 8 decimals")
+    magnitude = int(whole) * E8 + int(frac.ljust(8, "0"))
+    if magnitude >= MAX_DECIMAL_E8:
+        raise PydanticCustomError("decimal_too_large", "is too large")
+    if not signed and magnitude == 0:
+        raise PydanticCustomError("decimal_positive", "must be positive")
+    return -magnitude if sign else magnitude
 
 
 def _positive_e8(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise PydanticCustomError("decimal_type", "must be a decimal string")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise PydanticCustomError("decimal_parsing", "must be a finite decimal")
-        text = repr(value)
-    else:
-        text = str(value) if isinstance(value, int) else value
-    if len(text) > 64 or not text.isascii():
-        raise PydanticCustomError("decimal_parsing", "must be a plain decimal number")
-    e8 = decimal_str_to_e8(text)
-    if e8 is None:
-        raise PydanticCustomError("decimal_parsing", "must be a decimal with at most 8 decimals")
-    if e8 <= 0:
-        raise PydanticCustomError("decimal_positive", "must be positive")
-    if e8 >= MAX_DECIMAL_E8:
-        raise PydanticCustomError("decimal_too_large", "is too large")
-    return e8
+    return decimal_e8(value)
 
 
 def _optional_positive_e8(value: Any) -> int | None:
-    return None if value is None else _positive_e8(value)
+    return None if value is None else decimal_e8(value)
 
 
-def _strict_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise PydanticCustomError("int_type", "must be an integer")
-    if isinstance(value, int):
+def _signed_e8(value: Any) -> int:
+    return decimal_e8(value, signed=True)
+
+
+def body_id(value: Any) -> int:
+    """An id in a JSON body: a JSON integer in 1..2^63-1."""
+    if type(value) is not int or not 1 <= value <= ID_MAX:
+        raise PydanticCustomError("invalid_id", "must be a JSON integer in 1..9223372036854775807")
+    return value
+
+
+def path_id(value: Any) -> int:
+    """An id in a path: canonical digits of an integer in 1..2^63-1."""
+    if isinstance(value, str) and _ID_RE.fullmatch(value) and int(value) <= ID_MAX:
+        return int(value)
+    raise PydanticCustomError(
+        "invalid_id", "must be an integer in 1..9223372036854775807 (digits only, no leading zero)"
+    )
+
+
+def _positive_int(value: Any) -> int:
+    """A JSON integer (or its canonical digits as a string) in 1..2^63-1 (e.g. `leverage`;
+    the engine checks the instrument's own bounds)."""
+    if type(value) is int and 1 <= value <= ID_MAX:
         return value
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+    if isinstance(value, str) and _ID_RE.fullmatch(value) and int(value) <= ID_MAX:
         return int(value)
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    raise PydanticCustomError("int_type", "must be an integer")
+    raise PydanticCustomError("int_type", "must be a positive integer")
 
 
-def _decimal_schema(example: str) -> dict[str, Any]:
-    return {**_DECIMAL_SCHEMA, "examples": [example]}
+def _decimal_schema(example: str, signed: bool = False) -> dict[str, Any]:
+    return {
+        "anyOf": [
+            {
+                "type": "string",
+                "pattern": SIGNED_DECIMAL_PATTERN if signed else DECIMAL_PATTERN,
+                "maxLength": MAX_DECIMAL_CHARS,
+            },
+            {"type": "number"} if signed else {"type": "number", "exclusiveMinimum": 0},
+        ],
+        "description": (
+            "decimal string (optionally negative)" if signed else "positive decimal string"
+        )
+        + ", at most 8 significant decimals, below 10^15; a JSON number is read through its "
+        "shortest decimal form written without an exponent",
+        "examples": [example],
+    }
 
+
+def _query_int(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, str) and _DIGITS_RE.fullmatch(value) and lo <= int(value) <= hi:
+            return int(value)
+        raise PydanticCustomError("int_range", f"must be an integer in {lo}..{hi} (digits only)")
+
+    return parse
+
+
+# int64 from 1: exactly 1..2^63-1. (No "maximum": FastAPI's OpenAPI model stores it as a
+# float, and 9223372036854775807.0 is 2^63.)
+_ID_SCHEMA = {
+    "type": "integer",
+    "format": "int64",
+    "minimum": 1,
+    "description": "an id: an integer in 1..9223372036854775807 (2^63-1)",
+}
 
 # A positive decimal parsed to an `_e8` integer.
 Price = Annotated[int, PlainValidator(_positive_e8), WithJsonSchema(_decimal_schema("50000.5"))]
@@ -82,7 +185,19 @@ OptQty = Annotated[
     int | None, PlainValidator(_optional_positive_e8), WithJsonSchema(_decimal_schema("0.25"))
 ]
 Amount = Annotated[int, PlainValidator(_positive_e8), WithJsonSchema(_decimal_schema("1000"))]
-Int = Annotated[int, PlainValidator(_strict_int), WithJsonSchema({"type": "integer", "minimum": 0})]
+# For fields signed by nature (funding rate, position-margin amount): may be zero or negative.
+SignedAmount = Annotated[
+    int, PlainValidator(_signed_e8), WithJsonSchema(_decimal_schema("-250.5", signed=True))
+]
+# Ids: 1..2^63-1 (body: a JSON integer; path: canonical digits).
+BodyId = Annotated[int, PlainValidator(body_id), WithJsonSchema({**_ID_SCHEMA, "examples": [1]})]
+PathId = Annotated[int, PlainValidator(path_id), WithJsonSchema({**_ID_SCHEMA, "examples": [42]})]
+# A query-string count in 1..1000 (`depth`, `limit`), plain digits.
+Count1000 = Annotated[
+    int,
+    PlainValidator(_query_int(1, 1000)),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 1000}),
+]
 Symbol = Annotated[str, Field(min_length=1, max_length=32, examples=["BTC-PERP"])]
 
 _STRICT = ConfigDict(extra="forbid")
@@ -147,7 +262,7 @@ class LeverageRequest(BaseModel):
     symbol: Symbol
     leverage: Annotated[
         int,
-        PlainValidator(_strict_int),
+        PlainValidator(_positive_int),
         WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 100}),
     ]
 
@@ -163,7 +278,7 @@ class DepositRequest(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"account_id": 1, "amount": "10000"}]}
     )
 
-    account_id: Int
+    account_id: BodyId
     amount: Amount
 
 
@@ -396,6 +511,9 @@ class InstrumentOut(BaseModel):
     maker_fee_ppm: int
     taker_fee_ppm: int
     market_band_ppm: int
+    price_band_ppm: int = Field(description="limit orders on the aggressive side (SPEC §3); 0 = off")
+    max_order_qty: Dec
+    max_order_notional: Dec
     liquidation_band_ppm: int
     tiers: list[TierOut]
     mark_price: Dec | None
@@ -403,9 +521,14 @@ class InstrumentOut(BaseModel):
 
 
 class InsuranceFundOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"balance": "100000"}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"balance": "100000", "bad_debt": "0"}]}
+    )
 
     balance: Dec
+    bad_debt: Dec = Field(
+        description="what the fund could not pay, accumulated: a system deficit (SPEC §5 step 5)"
+    )
 
 
 class BalanceOut(BaseModel):

@@ -47,7 +47,7 @@ import httpx
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN = "bench-admin"
+ADMIN = "bench-admin-token-0123456789"
 MARK = 50_000
 
 
@@ -238,6 +238,7 @@ def start_server(
         "EXCHANGE_CONFIG": str(config),
         "EXCHANGE_DATA_DIR": str(workdir / "data"),
         "EXCHANGE_LOG_LEVEL": "warning",
+        "EXCHANGE_RATE_LIMITS": "off",  # a load test: no per-key or per-address budgets
     }
     env.pop("EXCHANGE_REDIS_URL", None)
     if redis_url:

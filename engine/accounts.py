@@ -32,6 +32,7 @@ class Account:
     __slots__ = (
         "account_id",
         "api_key_hash",
+        "buy_price_max",
         "client_order_ids",
         "closed_orders",
         "leverage",
@@ -39,6 +40,7 @@ class Account:
         "open_orders",
         "open_sell_lots",
         "positions",
+        "sell_price_min",
         "wallet_atoms",
     )
 
@@ -51,6 +53,11 @@ class Account:
         self.open_orders: dict[int, Order] = {}
         self.open_buy_lots: dict[str, int] = {}
         self.open_sell_lots: dict[str, int] = {}
+        # symbol -> a price no open buy is above / no open sell is below (kept while the side
+        # has open orders; tightened by risk.open_loss_atoms): while the mark is at or above
+        # it (below it for sells) that side has no open loss (SPEC §3) and no order is walked
+        self.buy_price_max: dict[str, int] = {}
+        self.sell_price_min: dict[str, int] = {}
         self.client_order_ids: dict[str, int] = {}
         self.closed_orders: OrderedDict[int, Order] = OrderedDict()
 
@@ -64,10 +71,22 @@ class Account:
         return self.open_buy_lots.get(symbol, 0), self.open_sell_lots.get(symbol, 0)
 
     def track_open(self, order: Order, delta_lots: int) -> None:
-        """Add `delta_lots` (may be negative) to the open quantity on the order's side."""
-        book = self.open_buy_lots if order.is_buy else self.open_sell_lots
-        total = book.get(order.symbol, 0) + delta_lots
-        if total:
-            book[order.symbol] = total
+        """Add `delta_lots` (may be negative) to the open quantity on the order's side, and
+        widen that side's price bound to the order's price."""
+        symbol = order.symbol
+        price = order.price_ticks
+        assert price is not None  # only limit orders rest
+        if order.is_buy:
+            book, bound = self.open_buy_lots, self.buy_price_max
+            if delta_lots > 0 and price > bound.get(symbol, 0):
+                bound[symbol] = price
         else:
-            book.pop(order.symbol, None)
+            book, bound = self.open_sell_lots, self.sell_price_min
+            if delta_lots > 0 and price < bound.get(symbol, price + 1):
+                bound[symbol] = price
+        total = book.get(symbol, 0) + delta_lots
+        if total:
+            book[symbol] = total
+        else:
+            book.pop(symbol, None)
+            bound.pop(symbol, None)

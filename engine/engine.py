@@ -38,9 +38,11 @@ from engine.risk import (
     initial_margin_atoms,
     liquidation_price_frac,
     maintenance_atoms,
+    open_loss_atoms,
+    order_open_loss_atoms,
     settle_fill,
 )
-from engine.units import PPM, div_ceil, div_floor, div_half_even, div_trunc
+from engine.units import PPM, div_ceil, div_floor, div_half_even, div_trunc, e8_to_str
 
 MAX_CLIENT_ORDER_ID_LEN = 64
 _tuple_new = tuple.__new__
@@ -63,6 +65,9 @@ class Engine:
     # while its IOC order matches (risk.settle_fill). A class default: engines restored from
     # snapshots written before it existed have no instance attribute.
     _takeover: tuple[int, int] | None = None
+    # System deficit (§5 step 5): what the insurance fund could not pay. A class default for
+    # engines restored from snapshots written before it existed.
+    bad_debt_atoms: int = 0
 
     def __init__(
         self,
@@ -93,6 +98,7 @@ class Engine:
         self.deposits_atoms = 0
         self.withdrawals_atoms = 0
         self.top_ups_atoms = 0
+        self.bad_debt_atoms = 0
         self.liq_index = LiquidationIndex(self.symbols)
         # derived caches (not part of the state hash)
         self._rankings: dict[tuple[str, int], AdlRanking] = {}
@@ -309,6 +315,14 @@ class Engine:
                 f"client_order_id already used by order {original}",
                 order_id=original,
             )
+        # §3 order size and price band: inline comparisons, the helpers only build the refusal
+        if cmd.qty_lots > inst.max_order_lots or cmd.qty_lots * mark * inst.atoms_per_lot_tick > inst.max_order_notional_atoms:
+            self._check_size(inst, cmd.qty_lots, mark)
+        band = inst.price_band_ppm
+        if band and cmd.order_type == c.LIMIT:
+            scaled = cmd.price_ticks * PPM  # type: ignore[operator]
+            if scaled > mark * (PPM + band) if cmd.side == c.BUY else scaled < mark * (PPM - band):
+                self._check_band(inst, cmd.side == c.BUY, cmd.price_ticks, mark)  # type: ignore[arg-type]
         rests = cmd.order_type == c.LIMIT and cmd.time_in_force == c.GTC
         if rests and len(acct.open_orders) >= self.max_open_orders:
             raise Rejected(Reject.TOO_MANY_OPEN_ORDERS, f"at most {self.max_open_orders} open orders")
@@ -323,8 +337,52 @@ class Engine:
             raise Rejected(Reject.WOULD_TAKE, "post-only order would take liquidity")
         return acct, inst, mark, qty
 
-    def _check_margin(self, acct: Account, symbol: str, add_buy: int, add_sell: int) -> None:
-        """Pre-trade check (§3): pass if the worst-case position does not grow, else need available >= 0."""
+    def _check_size(self, inst: Instrument, qty_lots: int, mark: int) -> None:
+        """§3 order size: at most `max_order_lots` and `max_order_notional` at the mark per order."""
+        if qty_lots > inst.max_order_lots:
+            raise Rejected(
+                Reject.ORDER_TOO_LARGE,
+                f"qty {e8_to_str(inst.qty_e8(qty_lots))} exceeds the maximum order size "
+                f"{e8_to_str(inst.qty_e8(inst.max_order_lots))}",
+            )
+        notional = inst.notional_atoms(qty_lots, mark)
+        if notional > inst.max_order_notional_atoms:
+            raise Rejected(
+                Reject.ORDER_TOO_LARGE,
+                f"order notional {e8_to_str(notional)} USD at the mark exceeds the maximum "
+                f"{e8_to_str(inst.max_order_notional_atoms)} USD",
+            )
+
+    def _check_band(self, inst: Instrument, is_buy: bool, price_ticks: int, mark: int) -> None:
+        """§3 price band (Binance PERCENT_PRICE on the aggressive side): buys at most
+        M * (1 + band), sells at least M * (1 - band), compared exactly (no rounding)."""
+        band = inst.price_band_ppm
+        if not band:
+            return
+        if is_buy and price_ticks * PPM > mark * (PPM + band):
+            limit = div_floor(mark * (PPM + band), PPM)
+            raise Rejected(
+                Reject.PRICE_OUT_OF_BAND,
+                f"buy price {e8_to_str(inst.price_e8(price_ticks))} is above the band limit "
+                f"{e8_to_str(inst.price_e8(limit))} (mark {e8_to_str(inst.price_e8(mark))} + {band / 10_000:g}%)",
+            )
+        if not is_buy and price_ticks * PPM < mark * (PPM - band):
+            limit = div_ceil(mark * (PPM - band), PPM)
+            raise Rejected(
+                Reject.PRICE_OUT_OF_BAND,
+                f"sell price {e8_to_str(inst.price_e8(price_ticks))} is below the band limit "
+                f"{e8_to_str(inst.price_e8(limit))} (mark {e8_to_str(inst.price_e8(mark))} - {band / 10_000:g}%)",
+            )
+
+    def _check_margin(self, acct: Account, symbol: str, add_buy: int, add_sell: int, add_loss: int) -> None:
+        """Pre-trade check (§3): pass if the worst-case position does not grow and no open loss
+        is added (`add_loss` <= 0), else need available >= 0 after the order.
+
+        available = equity - sum(IM_s) - sum(open loss); the order's own open loss `add_loss`
+        is what it would lose at once against the mark if filled at its price (a market order
+        at its market-band limit). A position that could grow past the last maintenance tier's
+        notional is refused first (RISK_LIMIT_EXCEEDED).
+        """
         pos = acct.positions.get(symbol)
         size = pos.size_lots if pos is not None else 0
         b = acct.open_buy_lots.get(symbol, 0)
@@ -334,27 +392,57 @@ class Engine:
         lo -= add_sell
         hi += add_buy
         after = hi if hi >= -lo else -lo
-        if after <= before:
+        if after <= before and add_loss <= 0:
             return
-        if _only_in(acct, symbol):  # the common one-symbol account: no dict walks
-            inst = self.instruments[symbol]
-            mark = self.marks[symbol]
+        inst = self.instruments[symbol]
+        mark = self.marks[symbol]
+        k = inst.atoms_per_lot_tick
+        if after > before and after * mark * k > inst.tiers[-1].max_notional_atoms:
+            raise Rejected(
+                Reject.RISK_LIMIT_EXCEEDED,
+                f"the order could take the position to {e8_to_str(after * mark * k)} USD notional, "
+                f"past the last maintenance tier ({e8_to_str(inst.tiers[-1].max_notional_atoms)} USD)",
+            )
+        single = _only_in(acct, symbol)
+        if single:  # the common one-symbol account: no dict walks
             equity = acct.wallet_atoms
             if pos is not None:
-                equity += size * mark * inst.atoms_per_lot_tick - pos.entry_value_atoms
-            im = -((-(after * mark * inst.atoms_per_lot_tick)) // acct.leverage.get(symbol, inst.default_leverage))
+                equity += size * mark * k - pos.entry_value_atoms
+            lev = acct.leverage.get(symbol, inst.default_leverage)
+            im_after = -((-(after * mark * k)) // lev)
         else:
             equity = equity_atoms(acct, self.instruments, self.marks)
-            im = initial_margin_atoms(acct, self.instruments, self.marks, override=(symbol, after))
-        if equity - im < 0:
-            raise Rejected(Reject.INSUFFICIENT_MARGIN, "not enough available margin for this order")
+            im_after = initial_margin_atoms(acct, self.instruments, self.marks, override=(symbol, after))
+        loss = open_loss_atoms(acct, self.instruments, self.marks) if acct.open_orders else 0
+        if equity - im_after - loss - add_loss >= 0:
+            return
+        if single:
+            im_before = div_ceil(before * mark * k, lev)
+        else:
+            im_before = initial_margin_atoms(acct, self.instruments, self.marks)
+        required = im_after - im_before + add_loss
+        available = equity - im_before - loss
+        if available < required:
+            raise Rejected(
+                Reject.INSUFFICIENT_MARGIN,
+                f"order requires {e8_to_str(required)} USD of margin (initial margin "
+                f"{e8_to_str(im_after - im_before)} + open loss {e8_to_str(add_loss)}), "
+                f"available {e8_to_str(available)} USD",
+            )
 
     # == orders: commands ===================================================================
 
     def _place(self, cmd: c.PlaceOrder) -> None:
         acct, inst, mark, qty = self._validate_place(cmd)
         is_buy = cmd.side == c.BUY
-        self._check_margin(acct, cmd.symbol, qty if is_buy else 0, 0 if is_buy else qty)
+        if cmd.order_type == c.MARKET:
+            band = inst.market_band_ppm
+            limit = div_floor(mark * (PPM + band), PPM) if is_buy else div_ceil(mark * (PPM - band), PPM)
+        else:
+            limit = cmd.price_ticks  # type: ignore[assignment]
+        gap = limit - mark if is_buy else mark - limit
+        loss = qty * gap * inst.atoms_per_lot_tick if gap > 0 else 0  # risk.order_open_loss_atoms
+        self._check_margin(acct, cmd.symbol, qty if is_buy else 0, 0 if is_buy else qty, loss)
         order = Order(
             self.next_order_id,
             acct.account_id,
@@ -388,11 +476,6 @@ class Engine:
             order.reduce_only,
             order.stp,
         )
-        if cmd.order_type == c.MARKET:
-            band = inst.market_band_ppm
-            limit = div_floor(mark * (PPM + band), PPM) if is_buy else div_ceil(mark * (PPM - band), PPM)
-        else:
-            limit = cmd.price_ticks  # type: ignore[assignment]
         self._execute(order, acct, limit)
 
     def _execute(self, order: Order, acct: Account, limit_ticks: int) -> None:
@@ -654,9 +737,19 @@ class Engine:
         # the order rests on its own side, so `crosses` looks only at the other side
         if order.post_only and book.crosses(order.is_buy, price):
             raise Rejected(Reject.WOULD_TAKE, "post-only order would take liquidity")
-        self._mark(order.symbol)
+        mark = self._mark(order.symbol)
+        inst = self.instruments[order.symbol]
         delta = new_remaining - order.remaining_lots
-        self._check_margin(acct, order.symbol, delta if order.is_buy else 0, 0 if order.is_buy else delta)
+        if new_total > order.qty_lots:
+            self._check_size(inst, new_total, mark)
+        if price != order.price_ticks or delta > 0:  # only lowering the qty needs no band check
+            self._check_band(inst, order.is_buy, price, mark)
+        loss_delta = order_open_loss_atoms(inst, order.is_buy, price, new_remaining, mark) - order_open_loss_atoms(
+            inst, order.is_buy, order.price_ticks, order.remaining_lots, mark  # type: ignore[arg-type]
+        )
+        self._check_margin(
+            acct, order.symbol, delta if order.is_buy else 0, 0 if order.is_buy else delta, loss_delta
+        )
         keep = price == order.price_ticks and delta < 0
         if keep:
             book.reduce(order, -delta)
@@ -726,18 +819,15 @@ class Engine:
         self._dirty.clear()
 
     def _cover_negative_balance(self, acct: Account) -> None:
-        """A flat account left below zero (ADL at a cross-margin bankruptcy price beyond the
-        mark can do that): the insurance fund pays the deficit as far as its balance goes, as
-        for any bankruptcy loss. What the fund cannot pay stays as the account's debt."""
-        fund = self.insurance_fund
-        paid = min(-acct.wallet_atoms, fund.wallet_atoms)
-        if paid <= 0:
-            return
-        fund.wallet_atoms -= paid
-        acct.wallet_atoms += paid
+        """A flat account left below zero (an account with equity <= 0 closed at the mark by
+        ADL before its own liquidation came, or a fee on a nearly empty account): the
+        insurance fund pays the deficit as far as its balance goes, as for any bankruptcy
+        loss; the rest is bad debt (§5 step 5), and the account is left at exactly 0."""
+        deficit = -acct.wallet_atoms
+        paid, bad_debt = self._fund_pays(deficit, "negative_balance", acct.account_id, None)
+        acct.wallet_atoms = 0
         self._touch(acct.account_id)
-        self._emit(ev.InsuranceFundChanged, fund.wallet_atoms, -paid, "negative_balance", acct.account_id, None)
-        self._emit(ev.NegativeBalanceCovered, acct.account_id, paid, acct.wallet_atoms)
+        self._emit(ev.NegativeBalanceCovered, acct.account_id, -paid, acct.wallet_atoms, bad_debt)
 
     def _maybe_liquidate(self, acct: Account) -> None:
         """Liquidate `acct` if it is (still) below maintenance."""
@@ -800,6 +890,7 @@ class Engine:
             limit = min(div_floor(-bv + balance_before, aq * k), div_floor(mark * (PPM + band), PPM))
         book = self.books[symbol]
         book_filled = 0
+        book_avg_e8: int | None = None
         if limit > 0:  # §5.3: one IOC order, placed even when nothing in the book can fill it
             order = Order(self.next_order_id, INSURANCE_FUND_ID, symbol, c.SELL if size > 0 else c.BUY, limit, aq, c.LIMIT, c.IOC, ts_ns=self._ts)
             self.next_order_id += 1
@@ -810,6 +901,8 @@ class Engine:
             finally:
                 self._takeover = None
             book_filled = order.filled_lots
+            if book_filled:
+                book_avg_e8 = div_half_even(order.filled_value_ticks * inst.tick_size_e8, book_filled)
             order.status = "filled" if order.remaining_lots == 0 else "canceled"
             if order.remaining_lots:
                 self._cancel_remaining(order, fund, "ioc")
@@ -819,10 +912,11 @@ class Engine:
         if delta:
             self._emit(ev.InsuranceFundChanged, fund.wallet_atoms, delta, "liquidation_fill", liquidated_id, symbol)
         pos = fund.positions.get(symbol)
-        adl_lots = 0
+        adl_lots = bad_debt = 0
         if pos is not None:
             adl_lots = abs(pos.size_lots)
-            self._deleverage(liquidated_id, symbol, bv, size)
+            guard_delta, bad_debt = self._deleverage(liquidated_id, symbol, bv, size)
+            delta += guard_delta
         if symbol in fund.positions:
             raise InvariantViolation("insurance fund kept a position")
         bp = div_half_even(bv * 100_000_000, size * inst.lot_size_e8)
@@ -839,6 +933,8 @@ class Engine:
             delta,
             book_filled,
             adl_lots,
+            book_avg_e8,
+            bad_debt,
         )
 
     # == ADL (§6) ==========================================================================
@@ -869,7 +965,9 @@ class Engine:
                 out[aid] = adl_quantile(r, len(ids))
         return out
 
-    def _deleverage(self, liquidated_id: int, symbol: str, bv: int, original_size: int) -> None:
+    def _deleverage(self, liquidated_id: int, symbol: str, bv: int, original_size: int) -> tuple[int, int]:
+        """Close what the fund holds of `symbol` against counterparties (§6) at the bankruptcy
+        price, with the bad-debt guard (§5 step 5). Returns (fund delta, bad debt) of the guard."""
         fund = self.insurance_fund
         pos = fund.positions[symbol]
         q_r, ev_r = pos.size_lots, pos.entry_value_atoms
@@ -896,19 +994,29 @@ class Engine:
             raise InvariantViolation(f"ADL could not cover {q_r} lots in {symbol}")
         # Value per side, signed like a price: negative when a short was taken over at a negative
         # bankruptcy price (its deficit exceeded its notional); abs() would flip that sign.
-        values = split_value(ev_r if q_r > 0 else -ev_r, abs(q_r), [lots for _, lots in alloc])
+        shares = split_value(ev_r if q_r > 0 else -ev_r, abs(q_r), [lots for _, lots in alloc])
         price_e8 = div_half_even(bv * 100_000_000, original_size * inst.lot_size_e8)
-        for (aid, lots), value in zip(alloc, values, strict=True):
+        k = inst.atoms_per_lot_tick
+        guard_cost = 0  # what the bad-debt guard (§5 step 5) costs the fund, net
+        for (aid, lots), share in zip(alloc, shares, strict=True):
             cp = self.accounts[aid]
             for order in [o for o in cp.open_orders.values() if o.symbol == symbol]:
                 self._cancel_resting(order, "adl")
             cp_side = "long" if cp.positions[symbol].size_lots > 0 else "short"
+            value, fill_price_e8 = self._adl_fill_value(cp, symbol, q_r > 0, lots, share, mark * k * lots)
+            if value == share:
+                fill_price_e8 = price_e8
+            # The counterparty closes at `value`: a short buys back (pays it), a long sells
+            # (receives it). Its haircut is what that costs it against closing at the mark.
+            haircut = value - lots * mark * k if q_r > 0 else lots * mark * k - value
+            # the fund receives (q_r > 0) or pays (q_r < 0) `value` for lots it holds at `share`
+            guard_cost += share - value if q_r > 0 else value - share
             realized = settle_fill(cp, symbol, lots if q_r > 0 else -lots, value)
             self._holders_update(cp, symbol)
             self._touch(aid)
-            # the fund hands over exactly `value` of entry: it closes flat, gaining nothing
+            # the fund hands over exactly `share` of entry: it closes flat
             pos.size_lots -= lots if q_r > 0 else -lots
-            pos.entry_value_atoms -= value if q_r > 0 else -value
+            pos.entry_value_atoms -= share if q_r > 0 else -share
             self._emit(
                 ev.PositionDeleveraged,
                 symbol,
@@ -916,18 +1024,55 @@ class Engine:
                 aid,
                 cp_side,
                 lots,
-                price_e8,
+                fill_price_e8,
                 value,
                 realized,
                 cp.size(symbol),
                 rank_of[aid],
                 self.adl_policy[symbol],
+                haircut,
             )
             self._emit_position(cp, symbol, realized, "adl")
         if pos.size_lots != 0 or pos.entry_value_atoms != 0:
             raise InvariantViolation("fund position not closed flat by ADL")
         del fund.positions[symbol]
         self._emit_position(fund, symbol, 0, "adl")
+        return self._fund_pays(guard_cost, "adl", liquidated_id, symbol)
+
+    def _adl_fill_value(
+        self, cp: Account, symbol: str, cp_buys: bool, lots: int, share: int, at_mark: int
+    ) -> tuple[int, int]:
+        """§5 step 5: the value a counterparty's ADL fill settles at, and its price in e8.
+
+        Normally its `share` of the bankruptcy value. If closing there would leave it below zero
+        equity, the fill is valued so that its equity becomes exactly 0; if its equity is
+        already <= 0, at the mark (ADL never lowers it further). Closing at the mark leaves
+        equity unchanged, so the equity after closing at value V is `equity - haircut(V)`.
+        """
+        equity = equity_atoms(cp, self.instruments, self.marks)
+        if equity <= 0:
+            value = at_mark
+        else:
+            haircut = share - at_mark if cp_buys else at_mark - share
+            if haircut <= equity:
+                return share, 0
+            value = at_mark + equity if cp_buys else at_mark - equity
+        inst = self.instruments[symbol]
+        return value, div_half_even(value * 100_000_000, lots * inst.lot_size_e8)
+
+    def _fund_pays(self, cost: int, reason: str, account_id: int, symbol: str | None) -> tuple[int, int]:
+        """The insurance fund pays `cost` (or gains it when negative) as far as its balance
+        goes; the rest is bad debt, a system deficit (§5 step 5). Returns (fund delta, bad debt)."""
+        if cost == 0:
+            return 0, 0
+        fund = self.insurance_fund
+        paid = min(cost, fund.wallet_atoms)
+        fund.wallet_atoms -= paid
+        bad_debt = cost - paid
+        self.bad_debt_atoms += bad_debt
+        if paid:
+            self._emit(ev.InsuranceFundChanged, fund.wallet_atoms, -paid, reason, account_id, symbol)
+        return -paid, bad_debt
 
     # == invariants and hashing ===========================================================
 
@@ -952,10 +1097,23 @@ class Engine:
                 s = sum(o.remaining_lots for o in acct.open_orders.values() if o.symbol == sym and not o.is_buy)
                 if acct.open_lots(sym) != (b, s):
                     raise InvariantViolation(f"account {acct.account_id}: open lots out of sync in {sym}")
-        if total != self.deposits_atoms + self.top_ups_atoms - self.withdrawals_atoms:
-            raise InvariantViolation(
-                f"conservation broken: {total} != {self.deposits_atoms + self.top_ups_atoms - self.withdrawals_atoms}"
-            )
+            for o in acct.open_orders.values():
+                price = o.price_ticks or 0
+                bad = (
+                    acct.buy_price_max.get(o.symbol, 0) < price
+                    if o.is_buy
+                    else acct.sell_price_min.get(o.symbol, price + 1) > price
+                )
+                if bad:
+                    raise InvariantViolation(f"account {acct.account_id}: order {o.order_id} beyond its price bound")
+            if set(acct.buy_price_max) != set(acct.open_buy_lots) or set(acct.sell_price_min) != set(acct.open_sell_lots):
+                raise InvariantViolation(f"account {acct.account_id}: price bounds out of sync")
+        expected = self.deposits_atoms + self.top_ups_atoms - self.withdrawals_atoms + self.bad_debt_atoms
+        if total != expected:
+            raise InvariantViolation(f"conservation broken: {total} != {expected}")
+        for acct in self.accounts.values():
+            if equity_atoms(acct, self.instruments, self.marks) < 0:
+                raise InvariantViolation(f"account {acct.account_id} ends the command with negative equity")
         for sym, total_size in sizes.items():
             if total_size != 0:
                 raise InvariantViolation(f"{sym}: positions sum to {total_size}")
@@ -989,7 +1147,8 @@ class Engine:
         h = hashlib.sha256()
         put = h.update
         put(repr((self.seq, self.next_account_id, self.next_order_id, self.next_trade_id)).encode())
-        put(repr((self.fees_collected_atoms, self.deposits_atoms, self.withdrawals_atoms, self.top_ups_atoms)).encode())
+        put(repr((self.fees_collected_atoms, self.deposits_atoms, self.withdrawals_atoms, self.top_ups_atoms,
+                  self.bad_debt_atoms)).encode())
         put(repr(sorted(self.marks.items())).encode())
         put(repr(sorted(self.adl_policy.items())).encode())
         for aid in sorted(self.accounts):

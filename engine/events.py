@@ -50,7 +50,7 @@ class InsuranceFundChanged(NamedTuple):
     ts_ns: int
     balance_atoms: int
     delta_atoms: int
-    reason: str  # top_up | liquidation_takeover | liquidation_fill | adl
+    reason: str  # top_up | liquidation_fill | adl (bad-debt guard) | negative_balance
     liquidated_account_id: int | None
     symbol: str | None
 
@@ -64,7 +64,8 @@ class NegativeBalanceCovered(NamedTuple):
     ts_ns: int
     account_id: int
     amount_atoms: int  # paid by the insurance fund
-    wallet_balance_atoms: int  # the account's wallet after it (< 0 if the fund ran out)
+    wallet_balance_atoms: int  # the account's wallet after it (0)
+    bad_debt_atoms: int  # what the fund could not pay: a system deficit
 
     @property
     def TYPE(self) -> str:
@@ -242,9 +243,11 @@ class AccountLiquidated(NamedTuple):
     mark_price_ticks: int
     equity_before_atoms: int
     maintenance_margin_atoms: int
-    insurance_fund_delta_atoms: int
-    book_filled_lots: int
+    insurance_fund_delta_atoms: int  # the book fill's and the bad-debt guard's, together
+    book_fill_lots: int
     adl_lots: int
+    book_fill_avg_price_e8: int | None  # None without a book fill
+    bad_debt_atoms: int  # what the fund could not pay for this liquidation (§5 step 5)
 
     @property
     def TYPE(self) -> str:
@@ -265,6 +268,7 @@ class PositionDeleveraged(NamedTuple):
     position_after_lots: int
     rank: int  # 1 = first in line
     policy: str
+    haircut_atoms: int  # fill value against closing at the mark, signed (§6 haircut accounting)
 
     @property
     def TYPE(self) -> str:

@@ -45,6 +45,9 @@ class Instrument:
     tiers: tuple[Tier, ...] = DEFAULT_TIERS
     market_band_ppm: int = 50_000
     liquidation_band_ppm: int = 100_000
+    price_band_ppm: int = 50_000  # limit orders on the aggressive side: 0 turns the band off
+    max_order_lots: int = 1_000_000  # per order (SPEC §3: 1,000 BTC at the default lot)
+    max_order_notional_atoms: int = 50_000_000 * E8  # per order, at the mark
     default_leverage: int = 10
     initial_mark_ticks: int | None = None
     atoms_per_lot_tick: int = field(init=False)
@@ -57,6 +60,8 @@ class Instrument:
             raise ValueError(f"{self.symbol}: tiers must be sorted by notional")
         if not 1 <= self.default_leverage <= self.max_leverage:
             raise ValueError(f"{self.symbol}: default leverage out of range")
+        if not 0 <= self.price_band_ppm < 1_000_000 or self.max_order_lots <= 0 or self.max_order_notional_atoms <= 0:
+            raise ValueError(f"{self.symbol}: price band must be 0..999999 ppm, order size limits positive")
         object.__setattr__(self, "atoms_per_lot_tick", product // E8)
 
     def notional_atoms(self, qty_lots: int, price_ticks: int) -> int:
@@ -115,8 +120,13 @@ class Instrument:
 def default_instruments() -> dict[str, Instrument]:
     """The SPEC §2 instruments."""
     return {
-        "BTC-PERP": Instrument("BTC-PERP", tick_size_e8=10_000_000, lot_size_e8=100_000),
-        "ETH-PERP": Instrument("ETH-PERP", tick_size_e8=1_000_000, lot_size_e8=1_000_000),
+        # max_order_lots: 1,000 BTC of 0.001 and 10,000 ETH of 0.01 (SPEC §3)
+        "BTC-PERP": Instrument(
+            "BTC-PERP", tick_size_e8=10_000_000, lot_size_e8=100_000, max_order_lots=1_000_000
+        ),
+        "ETH-PERP": Instrument(
+            "ETH-PERP", tick_size_e8=1_000_000, lot_size_e8=1_000_000, max_order_lots=1_000_000
+        ),
     }
 
 

@@ -4,7 +4,9 @@ Formulas, with K = atoms per lot-tick of the instrument and M the mark in ticks:
 - notional N_p = q_p * M * K (signed), upnl_p = N_p - entry_value_p
 - equity = wallet + sum(upnl_p); maintenance = sum(MM_p) with MM from the tier of |N_p|
 - IM_s = ceil(max(|q + B|, |q - S|) * M * K / leverage_s)   (owed by the trader: rounds up)
-- available = equity - sum(IM_s)
+- open loss of an open order: what it loses at once if filled at its own price P:
+  buys q * max(0, P - M) * K, sells q * max(0, M - P) * K (an integer: nothing to round)
+- available = equity - sum(IM_s) - sum(open loss)
 
 Settlement of a fill: realized PnL only on the reducing part; the closed part's entry value is
 `ceil(entry_value * closed / |q|)`, which rounds the realized PnL down (against the trader)
@@ -82,9 +84,57 @@ def initial_margin_atoms(
     return im
 
 
+def order_open_loss_atoms(inst: Instrument, is_buy: bool, price_ticks: int, qty_lots: int, mark_ticks: int) -> int:
+    """What `qty_lots` at `price_ticks` would lose at once against the mark if filled (>= 0)."""
+    gap = price_ticks - mark_ticks if is_buy else mark_ticks - price_ticks
+    return qty_lots * gap * inst.atoms_per_lot_tick if gap > 0 else 0
+
+
+def open_loss_atoms(acct: Account, instruments: dict[str, Instrument], marks: dict[str, int]) -> int:
+    """Sum of the open loss of the account's resting orders (SPEC §3).
+
+    Only the sides whose price bound (`Account.buy_price_max` / `sell_price_min`) is past the
+    mark are walked, and the walk tightens their bound to the true extreme price: in a market
+    where buys rest below the mark and sells above it, this walks no order at all.
+    """
+    walk: set[tuple[str, bool]] = set()
+    for sym, highest in acct.buy_price_max.items():
+        if highest > marks[sym]:
+            walk.add((sym, True))
+    for sym, lowest in acct.sell_price_min.items():
+        if lowest < marks[sym]:
+            walk.add((sym, False))
+    if not walk:
+        return 0
+    total = 0
+    extreme: dict[tuple[str, bool], int] = {}
+    for o in acct.open_orders.values():
+        key = (o.symbol, o.is_buy)
+        if key not in walk:
+            continue
+        price = o.price_ticks
+        assert price is not None  # only limit orders rest
+        mark = marks[o.symbol]
+        if o.is_buy:
+            gap = price - mark
+            extreme[key] = max(extreme.get(key, price), price)
+        else:
+            gap = mark - price
+            extreme[key] = min(extreme.get(key, price), price)
+        if gap > 0:
+            total += o.remaining_lots * gap * instruments[o.symbol].atoms_per_lot_tick
+    for (sym, is_buy), price in extreme.items():
+        (acct.buy_price_max if is_buy else acct.sell_price_min)[sym] = price
+    return total
+
+
 def available_atoms(acct: Account, instruments: dict[str, Instrument], marks: dict[str, int]) -> int:
-    """Equity minus initial margin: what new orders and withdrawals may use."""
-    return equity_atoms(acct, instruments, marks) - initial_margin_atoms(acct, instruments, marks)
+    """Equity minus initial margin minus open loss: what new orders and withdrawals may use."""
+    return (
+        equity_atoms(acct, instruments, marks)
+        - initial_margin_atoms(acct, instruments, marks)
+        - open_loss_atoms(acct, instruments, marks)
+    )
 
 
 def settle_fill(

@@ -1,20 +1,41 @@
 """`python -m service [--host H] [--port P]`: run the exchange service (SPEC §11).
 
-uvicorn with uvloop + httptools, one process (the engine is a single writer). SIGTERM and
+uvicorn with uvloop + httptools, one process (the engine is a single writer); requests the
+HTTP parser refuses get the JSON error body too (api/http_protocol.py). SIGTERM and
 SIGINT are handled by uvicorn: it stops accepting connections, lets in-flight requests
 finish (up to EXCHANGE_SHUTDOWN_TIMEOUT_S), then runs the lifespan shutdown, which drains
 the engine queue and flushes the Redis publisher.
+
+Settings that cannot be used (e.g. an `EXCHANGE_ADMIN_TOKEN` shorter than 16 characters) are
+refused before anything starts, one line per problem on stderr, exit status 2. The soft
+open-files limit is raised to the hard one (connections are file descriptors; SPEC §10).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from api.app import create_app
+from api.http_protocol import JsonErrorHttpProtocol
+from service.limits import raise_open_files_limit
 from service.settings import Settings
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            name = f"EXCHANGE_{field.upper()}: " if field else ""
+            message = str(err["msg"]).removeprefix("Value error, ")
+            print(f"error: {name}{message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,15 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
-    settings = Settings()
+    settings = _settings_or_exit()
     level = settings.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("service").info("open-files limit: %d", raise_open_files_limit())
     uvicorn.run(
         create_app(settings),
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http=JsonErrorHttpProtocol,
         log_level=settings.log_level.lower(),
         access_log=settings.access_log,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),

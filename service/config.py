@@ -16,6 +16,9 @@ TOML layout (every key optional):
     taker_fee_ppm = 500
     market_band_ppm = 50000
     liquidation_band_ppm = 100000
+    price_band_ppm = 50000         # limit buys at most mark + 5%, sells at least mark - 5%; 0 = off
+    max_order_qty = "1000"         # base units per order (BTC-PERP's default; ETH-PERP: "10000")
+    max_order_notional = "50000000"  # USD per order, at the mark
     max_leverage = 50
     default_leverage = 10
     tiers = [
@@ -64,9 +67,19 @@ _INT_KEYS = (
     "taker_fee_ppm",
     "market_band_ppm",
     "liquidation_band_ppm",
+    "price_band_ppm",
     "default_leverage",
 )
-_INSTRUMENT_KEYS = {*_INT_KEYS, "tick_size", "lot_size", "tiers", "initial_mark", "enabled"}
+_INSTRUMENT_KEYS = {
+    *_INT_KEYS,
+    "tick_size",
+    "lot_size",
+    "tiers",
+    "initial_mark",
+    "enabled",
+    "max_order_qty",
+    "max_order_notional",
+}
 
 
 def _e8(value: Any, what: str) -> int:
@@ -150,7 +163,19 @@ def load_engine_config(path: Path | None) -> EngineConfig:
                 kwargs[key] = int(spec[key])
         if "tiers" in spec:
             kwargs["tiers"] = _tiers(spec["tiers"], symbol)
+        if "max_order_notional" in spec:
+            kwargs["max_order_notional_atoms"] = _e8(
+                spec["max_order_notional"], f"{symbol}.max_order_notional"
+            )
+        max_qty_e8 = _e8(spec["max_order_qty"], f"{symbol}.max_order_qty") if "max_order_qty" in spec else None
+        if max_qty_e8 is not None:
+            kwargs["max_order_lots"] = 1  # replaced below, once the lot size is known
         inst = Instrument(**kwargs)
+        if max_qty_e8 is not None:
+            lots = inst.lots_from_e8(max_qty_e8)
+            if lots is None or lots <= 0:
+                raise ValueError(f"{path}: {symbol}.max_order_qty must be a positive multiple of the lot size")
+            inst = dataclasses.replace(inst, max_order_lots=lots)
         if "initial_mark" in spec:
             ticks = inst.ticks_from_e8(_e8(spec["initial_mark"], f"{symbol}.initial_mark"))
             if ticks is None or ticks <= 0:

@@ -18,8 +18,10 @@ resolved: no client hears of a command, and no event or state derived from it le
 process, before it is journaled. With EXCHANGE_FSYNC=batch the fsync is
 pipelined: `journal.request_sync` has a helper process fsync what was written while this
 task goes on with the next batches, and the batches it covers are delivered when it
-returns (`_committed`; the answer is polled for between batches). Between batches a
-snapshot is written when one is due. Reads (GET
+returns (`_committed`; the answer is polled for between batches). Between batches, once
+everything applied is journaled, a snapshot is started when one is due: by default a forked
+child writes it while this task goes on (`journal.start_snapshot`, service/storage/
+snapshotter.py), so the loop pauses only for the fork. Reads (GET
 routes) look at engine state directly from their handler: `apply` is synchronous and the
 event loop single-threaded, so a read always sees the state between two commands.
 
@@ -77,7 +79,7 @@ class Journal(Protocol):
 
     def snapshot_due(self) -> bool: ...
 
-    def snapshot(self, engine: Engine, published_seq: int | None = None) -> Any: ...
+    def start_snapshot(self, engine: Engine, published_seq: int | None = None) -> None: ...
 
 
 _STOP = object()
@@ -318,13 +320,17 @@ class EngineLoop:
                     fut.set_exception(EngineHalted(self.halt_reason or "journal failed"))
 
     def _maybe_snapshot(self) -> None:
-        if self.halted or self._to_commit or self._committing or not self.journal.snapshot_due():
+        if (
+            self.halted
+            or self._stopping  # the clean stop writes the final one (service/runtime.py)
+            or self._to_commit
+            or self._committing
+            or not self.journal.snapshot_due()
+        ):
             return
         try:
-            t0 = time.perf_counter()
-            path = self.journal.snapshot(self.engine, self.published_seq())
-            log.info("snapshot %s at seq %d in %.3fs", path, self.engine.seq, time.perf_counter() - t0)
-        except Exception:  # the journal still holds everything; retry at the next batch
+            self.journal.start_snapshot(self.engine, self.published_seq())
+        except Exception:  # the journal still holds everything; retried later
             log.exception("snapshot failed")
 
     def _count(self, events: list[Any]) -> None:

@@ -32,7 +32,7 @@ _RENAMES = {
     "remaining_lots": "remaining_qty",
     "taker_remaining_lots": "taker_remaining_qty",
     "maker_remaining_lots": "maker_remaining_qty",
-    "book_filled_lots": "book_filled_qty",
+    "book_fill_lots": "book_fill_qty",
     "adl_lots": "adl_qty",
 }
 
@@ -49,6 +49,10 @@ _EXACT_FIELDS: dict[type, tuple[str, ...]] = {
         "mark_price",
         "equity_before",
         "insurance_fund_delta",
+        "book_fill_qty",
+        "book_fill_avg_price",
+        "adl_qty",
+        "bad_debt",
     ),
     ev.PositionDeleveraged: (
         "symbol",
@@ -59,6 +63,8 @@ _EXACT_FIELDS: dict[type, tuple[str, ...]] = {
         "price",
         "realized_pnl",
         "position_after",
+        "haircut",
+        "policy",
         "rank",
     ),
 }

@@ -5,8 +5,11 @@ Keys are generated here (`secrets.token_urlsafe`) and shown once; the engine's
 account id, rebuilt from `engine.accounts` at start). A presented key is hashed and looked
 up; the stored hash is then compared with `hmac.compare_digest`.
 
-Rate limit: a token bucket per account (refill `rate_per_s`, size `burst`). The admin
-token is exempt. A refused request learns how long to wait (`Retry-After`, whole seconds).
+Rate limit: a token bucket per account (refill `rate_per_s`, size `burst`); every request
+made with the key takes one token (order entry, amends, cancels and private reads alike).
+The admin token is exempt. A refused request learns how long to wait (`Retry-After`, whole
+seconds). `enabled=False` (EXCHANGE_RATE_LIMITS=off) lets everything through. Per-address
+limits are in service/limits.py.
 """
 
 from __future__ import annotations
@@ -68,13 +71,16 @@ class KeyRegistry:
 class RateLimiter:
     """Token bucket per account id."""
 
-    def __init__(self, rate_per_s: float, burst: float) -> None:
+    def __init__(self, rate_per_s: float, burst: float, enabled: bool = True) -> None:
         self.rate = rate_per_s
         self.burst = burst
+        self.enabled = enabled
         self._buckets: dict[int, list[float]] = {}  # account -> [tokens, last refill]
 
     def acquire(self, account_id: int) -> float:
         """Take one token; return 0 when allowed, else the seconds to wait."""
+        if not self.enabled:
+            return 0.0
         now = time.monotonic()
         bucket = self._buckets.get(account_id)
         if bucket is None:

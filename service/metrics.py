@@ -86,6 +86,12 @@ class Metrics:
         self.published = Counter(
             "exchange_published_events", "Events written to exchange:events", registry=r
         )
+        self.publish_stringified = Counter(
+            "exchange_publish_values_stringified",
+            "Event integers beyond 64 bits published as decimal strings (records of an old "
+            "journal; the API edge refuses such ids now)",
+            registry=r,
+        )
         self.ws_slow_disconnects = Counter(
             "exchange_ws_slow_consumer_disconnects",
             "WebSocket clients cut off for falling behind",
@@ -96,6 +102,13 @@ class Metrics:
         )
         self.rate_limited = Counter(
             "exchange_rate_limited_requests", "Requests answered 429", registry=r
+        )
+        self.ws_refused = Counter(
+            "exchange_ws_refused_connections",
+            "WebSocket connections refused or closed by an abuse limit, by error "
+            "(TOO_MANY_CONNECTIONS, CONNECT_RATE_LIMITED, SUBSCRIBE_TIMEOUT, AUTH_THROTTLED)",
+            ["error"],
+            registry=r,
         )
         self.engine_halted = Gauge(
             "exchange_engine_halted", "1 once the engine loop stopped on an error", registry=r

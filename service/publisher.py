@@ -34,6 +34,16 @@ Guarantees and known limits:
   on once those streams were removed (or rolled back below where they were).
   It cannot tell a foreign history whose last id is not above the engine's seq.
 - The script touches both keys: a Redis Cluster would refuse the cross-slot pair.
+- Every event can be published: an integer field beyond what JSON parsers hold exactly
+  (outside -2^63..2^64-1: the order id of a `CancelOrder` that an older API edge let through,
+  replayed from its journal) is published as its decimal string, with a warning and the
+  metric `exchange_publish_values_stringified`; the event keeps its seq (skipping it would
+  leave a gap that consumers cannot tell from loss).
+- A publisher that makes no progress is reported, never silent (`stuck()`: /readyz 503,
+  metric `exchange_publish_stuck`): when its task has ended, or when every attempt has failed
+  for `stall_s` seconds with events waiting while Redis itself answers PING (so the cause is
+  not an outage: a key of the wrong type, a script Redis refuses, a bug). A Redis that is only
+  unreachable is an outage, not a stuck publisher: trading goes on and the backlog shows it.
 
 Without `EXCHANGE_REDIS_URL`, `MemoryEventStore` keeps the last events in a ring
 (`memory_events_kept`), formatted on demand by `entries()` (used by in-process tests).
@@ -45,6 +55,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -56,6 +67,7 @@ from redis.exceptions import ResponseError
 from engine.events import PositionDeleveraged
 from service.format import EventFormatter
 from service.metrics import Metrics
+from service.storage.codec import dumps_exact
 
 log = logging.getLogger("service.publisher")
 
@@ -105,6 +117,35 @@ class StreamsMoved(Exception):
     """Redis's streams are not where the publisher last saw them (restart, flush, another writer)."""
 
 
+_JSON_INT_MIN, _JSON_INT_MAX = -(2**63), 2**64 - 1  # the integers orjson can write
+
+
+def _big_ints_as_str(value: Any) -> tuple[Any, int]:
+    """`value` with integers outside orjson's range as decimal strings; how many there were."""
+    if type(value) is int:
+        return (value, 0) if _JSON_INT_MIN <= value <= _JSON_INT_MAX else (str(value), 1)
+    if isinstance(value, dict):
+        out, n = {}, 0
+        for k, v in value.items():
+            out[k], m = _big_ints_as_str(v)
+            n += m
+        return out, n
+    if isinstance(value, list | tuple):
+        items = [_big_ints_as_str(v) for v in value]
+        return [v for v, _ in items], sum(m for _, m in items)
+    return value, 0
+
+
+def event_data_json(data: dict[str, Any]) -> tuple[bytes, int]:
+    """An event's public data as stream JSON, and how many integers beyond 64 bits it held
+    (published as decimal strings: orjson cannot write them, and most parsers would round them)."""
+    try:
+        return orjson.dumps(data), 0
+    except TypeError:
+        safe, n = _big_ints_as_str(data)
+        return (orjson.dumps(safe) if n else dumps_exact(data)), n
+
+
 def _seq_of(entry_id: Any) -> int:
     text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
     return int(text.split("-", 1)[0])
@@ -124,6 +165,7 @@ class MemoryEventStore:
     """Events kept in process (no Redis): the last `maxlen` engine events."""
 
     conflict: str | None = None  # never: nothing outside the process holds events
+    last_error: str | None = None  # never: keeping an event cannot fail
     conflict_label = ""
     connected = True
 
@@ -144,7 +186,7 @@ class MemoryEventStore:
         for event in self.ring:
             if stream == ADL_STREAM and type(event) is not PositionDeleveraged:
                 continue
-            data = orjson.dumps(self.formatter.data(event)).decode()
+            data = event_data_json(self.formatter.data(event))[0].decode()
             out.append((f"{event.seq}-0", {"type": event.TYPE, "data": data}))
         return out
 
@@ -163,6 +205,9 @@ class MemoryEventStore:
     async def ping(self) -> bool:
         return True
 
+    def stuck(self) -> str | None:
+        return None  # nothing to wait for: events are kept as they are delivered
+
 
 class RedisPublisher:
     """Drains engine events to Redis Streams from its own task."""
@@ -179,6 +224,7 @@ class RedisPublisher:
         head_seq: Callable[[], int] | None = None,
         recheck_s: float = 5.0,
         origin: str = "",
+        stall_s: float = 30.0,
     ) -> None:
         self.url = url
         self.formatter = formatter
@@ -187,6 +233,7 @@ class RedisPublisher:
         self.backlog_max = backlog_max
         self.batch = batch
         self.recheck_s = recheck_s
+        self.stall_s = stall_s  # failing this long with Redis up and events waiting: stuck
         self.origin = origin  # this data dir's id ("" = not checked)
         self.redis = aioredis.Redis.from_url(
             url, socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=0
@@ -213,6 +260,9 @@ class RedisPublisher:
         self.conflict: str | None = None  # why publication stopped (another run's history)
         self.conflict_label = ""  # its short form for /readyz
         self._foreign = (0, 0)  # the streams' last ids when the conflict was found
+        self.last_error: str | None = None  # of the last attempt, None once one succeeds
+        self._failing_since: float | None = None  # monotonic start of the current failures
+        self._redis_answers = False  # whether Redis answered PING after the last failure
 
     # -- engine side ---------------------------------------------------------------------
 
@@ -268,6 +318,26 @@ class RedisPublisher:
         except Exception:
             return False
 
+    def stuck(self) -> str | None:
+        """Why publication makes no progress although it should, or None: the task ended, or
+        every attempt failed for `stall_s` seconds with events waiting while Redis answers
+        PING (a Redis that is only down is an outage, reported as such, not this)."""
+        task = self._task
+        if task is not None and task.done() and not self._stopping:
+            exc = None if task.cancelled() else task.exception()
+            return f"the publisher task ended ({exc!r}); {self.backlog()} events wait"
+        since = self._failing_since
+        if since is None or not self._redis_answers or self.conflict is not None:
+            return None
+        waited = time.monotonic() - since
+        backlog = self.backlog()
+        if waited < self.stall_s or backlog == 0:
+            return None
+        return (
+            f"nothing published for {waited:.0f} s with {backlog} events waiting although Redis "
+            f"answers; every attempt fails: {self.last_error}"
+        )
+
     # -- the publisher task --------------------------------------------------------------
 
     def _idle(self) -> bool:
@@ -308,12 +378,23 @@ class RedisPublisher:
                 delay = 0.05
                 if not self.connected:
                     log.info("publisher: connected to Redis, backlog %d", self.backlog())
+                if self._failing_since is not None:
+                    log.info("publisher: publishing again after: %s", self.last_error)
                 self.connected = True
+                self.last_error = None
+                self._failing_since = None
             except Exception as exc:  # Redis down, slow, or refusing: keep trading, retry later
                 self.metrics.publish_errors.inc()
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                self._redis_answers = await self.ping()  # an outage, or something else?
                 if self.connected or delay == 0.05:
                     log.warning(
-                        "publisher: Redis error (%s); backlog %d, retrying", exc, self.backlog()
+                        "publisher: %s (%s); backlog %d, retrying",
+                        "Redis error" if not self._redis_answers else "error with Redis up",
+                        self.last_error,
+                        self.backlog(),
                     )
                 self.connected = False
                 self._synced = False
@@ -504,6 +585,7 @@ class RedisPublisher:
         chunk = list(itertools.islice(backlog, 0, self.batch))
         data = self.formatter.data
         entries: list[tuple[int, int, bytes, bytes]] = []
+        stringified = 0
         adl_checked = self._adl_checked >= self.last_published_seq
         for event in chunk:
             seq = event.seq
@@ -511,7 +593,16 @@ class RedisPublisher:
             if type(event) is PositionDeleveraged and seq > self._last_adl_seq:
                 flags |= 2
             if flags:
-                entries.append((flags, seq, event.TYPE.encode(), orjson.dumps(data(event))))
+                try:
+                    payload = orjson.dumps(data(event))
+                except TypeError:  # an integer beyond 64 bits (an old journal's record)
+                    payload, n = event_data_json(data(event))
+                    stringified += n
+                    log.warning(
+                        "publisher: %s at seq %d holds %d integer(s) beyond 64 bits; published "
+                        "as decimal strings", event.TYPE, seq, n,
+                    )
+                entries.append((flags, seq, event.TYPE.encode(), payload))
         if entries:
             try:
                 await self._append(entries)
@@ -527,6 +618,8 @@ class RedisPublisher:
             if adl_checked:
                 self._adl_checked = self.last_published_seq
             self.metrics.published.inc(sum(1 for flags, *_ in entries if flags & 1))
+            if stringified:
+                self.metrics.publish_stringified.inc(stringified)
         # Drop what is now known to be in Redis. Overflow may have popped from the left in the
         # meantime, so compare seqs rather than counting.
         last = chunk[-1].seq if chunk else 0

@@ -26,6 +26,7 @@ from service.config import build_engine, load_engine_config
 from service.engine_loop import EngineLoop
 from service.format import EventFormatter
 from service.keys import KeyRegistry, RateLimiter
+from service.limits import AbuseLimits, ws_connection_cap
 from service.metrics import Metrics
 from service.publisher import MemoryEventStore, RedisPublisher
 from service.settings import Settings
@@ -49,6 +50,7 @@ class Services:
             fsync=settings.fsync,
             snapshot_every=settings.snapshot_every,
             snapshot_interval_s=settings.snapshot_interval_s,
+            snapshot_mode=settings.snapshot_mode,
         )
         # Recovery: newest valid snapshot + journal replay; refuses to start on corruption.
         self.recovered = self.journal.recover()
@@ -59,7 +61,16 @@ class Services:
         self.keys.rebuild(
             self.engine
         )  # keys live in the (recovered) engine state
-        self.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        self.limiter = RateLimiter(
+            settings.rate_limit_per_s, settings.rate_limit_burst, enabled=settings.rate_limits
+        )
+        self.limits = AbuseLimits(  # per client address: request weights, failed auths
+            settings.rate_limits,
+            settings.ip_weight_per_s,
+            settings.ip_weight_burst,
+            settings.auth_fail_per_s,
+            settings.auth_fail_burst,
+        )
         self.publisher: RedisPublisher | MemoryEventStore
         if settings.redis_url:
             self.publisher = RedisPublisher(
@@ -72,6 +83,7 @@ class Services:
                 regenerate=EventRegenerator(settings.data_dir, lambda: build_engine(config)),
                 head_seq=lambda: self.loop.delivered_seq,  # not engine.seq: fsync may be pending
                 origin=self.journal.id,
+                stall_s=settings.publish_stall_s,
             )
         else:
             self.publisher = MemoryEventStore(self.formatter, settings.memory_events_kept)
@@ -84,6 +96,12 @@ class Services:
             book_depth=settings.ws_book_depth,
             heartbeat_s=settings.ws_heartbeat_s,
             quantile_interval_s=settings.adl_quantile_interval_s,
+            limits=self.limits,
+            max_connections=ws_connection_cap(
+                settings.ws_max_connections, "ws_max_connections" in settings.model_fields_set
+            ),
+            max_per_ip=settings.ws_max_per_ip,
+            auth_deadline_s=settings.ws_auth_deadline_s,
         )
         self.loop = EngineLoop(
             self.engine,
@@ -129,8 +147,24 @@ class Services:
             "1 while publication is stopped because Redis holds ids above the engine's seq",
             lambda: int(self.publisher.conflict is not None),
         )
+        m.gauge(
+            "exchange_publish_stuck",
+            "1 while the publisher makes no progress although Redis answers (see /readyz)",
+            lambda: int(self.publisher.stuck() is not None),
+        )
         m.gauge("exchange_ws_clients", "Connected WebSocket clients", lambda: len(self.hub.clients))
         m.gauge("exchange_accounts", "Trading accounts", lambda: len(self.engine.accounts) - 1)
+        # money as USD floats: Prometheus samples are floats (exact values: GET /v1/insurance-fund)
+        m.gauge(
+            "exchange_insurance_fund_usd",
+            "Insurance fund balance",
+            lambda: self.engine.insurance_fund.wallet_atoms / 1e8,
+        )
+        m.gauge(
+            "exchange_bad_debt_usd",
+            "Bad debt: what the insurance fund could not pay, accumulated (SPEC §5 step 5)",
+            lambda: self.engine.bad_debt_atoms / 1e8,
+        )
 
     async def start(self) -> None:
         s = self.settings
@@ -171,8 +205,14 @@ class Services:
     async def stop(self) -> None:
         timeout = self.settings.shutdown_timeout_s
         await self.loop.stop(timeout)
+        # a background snapshot still running: superseded by the final one below (killed, it
+        # is a crash mid-snapshot, which leaves the previous one); after a halt, let it finish
+        await self.journal.finish_snapshot(timeout, cancel=not self.loop.halted)
         if not self.loop.halted:  # a clean stop: the next start needs no replay
-            self.journal.snapshot(self.engine, self.publisher.last_published_seq)
+            try:
+                self.journal.snapshot(self.engine, self.publisher.last_published_seq)
+            except Exception:  # a full disk: the journal holds everything; the start replays it
+                log.exception("snapshot at shutdown failed")
         self.journal.close()
         await self.hub.stop()
         await self.publisher.stop(timeout)
@@ -181,9 +221,10 @@ class Services:
 
     async def ready(self) -> Readiness:
         """Readiness: trading works and publication can go on. Not ready when the engine loop
-        stopped, the journal cannot be made durable, or Redis is ahead of the engine (its
-        streams hold another run's history). A Redis that is only unreachable keeps the
-        service ready (trading never waits for Redis); `redis` and the backlog say so."""
+        stopped, the journal cannot be made durable, Redis is ahead of the engine (its
+        streams hold another run's history), or the publisher is stuck (it makes no progress
+        although Redis answers: `RedisPublisher.stuck`). A Redis that is only unreachable keeps
+        the service ready (trading never waits for Redis); `redis` and the backlog say so."""
         p = self.publisher
         if not self.settings.redis_url:
             redis = "not configured"
@@ -192,12 +233,23 @@ class Services:
         else:
             redis = "ok" if await p.ping() else "unreachable"
         backlog = p.backlog()
+        stuck = p.stuck()
+        if not self.settings.redis_url:
+            publisher = "in process"
+        elif p.conflict is not None:
+            publisher = "stopped"
+        elif stuck is not None:
+            publisher = "stuck"
+        else:
+            publisher = "ok" if p.last_error is None else "retrying"
         if not self.loop.alive:
             ok, message = False, self.loop.halt_reason or "engine loop not running"
         elif self.journal.failure is not None:  # the next command will halt the engine
             ok, message = False, f"journal cannot be made durable: {self.journal.failure}"
         elif p.conflict is not None:
             ok, message = False, p.conflict
+        elif stuck is not None:
+            ok, message = False, f"publication to Redis is stuck: {stuck}"
         elif redis == "unreachable":
             ok, message = True, f"Redis unreachable: trading goes on, {backlog} events wait to be published"
         else:
@@ -206,6 +258,7 @@ class Services:
             ok=ok,
             message=message,
             redis=redis,
+            publisher=publisher,
             engine_seq=self.engine.seq,
             last_published_seq=p.last_published_seq,
             publish_backlog=backlog,
@@ -220,6 +273,7 @@ class Readiness:
     ok: bool
     message: str
     redis: str  # ok | unreachable | ahead of the engine | not configured
+    publisher: str  # ok | retrying | stuck | stopped | in process
     engine_seq: int
     last_published_seq: int
     publish_backlog: int  # delivered, not yet in exchange:events (in memory or to regenerate)
@@ -228,6 +282,7 @@ class Readiness:
     def details(self) -> dict[str, int | str]:
         return {
             "redis": self.redis,
+            "publisher": self.publisher,
             "engine_seq": self.engine_seq,
             "last_published_seq": self.last_published_seq,
             "publish_backlog": self.publish_backlog,

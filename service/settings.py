@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MIN_ADMIN_TOKEN_CHARS = 16
+
 
 class Settings(BaseSettings):
     """Everything the service reads from its environment (prefix `EXCHANGE_`)."""
@@ -30,6 +32,11 @@ class Settings(BaseSettings):
     )
     snapshot_every: int = Field(default=100_000, ge=1, description="snapshot after this many journaled commands")
     snapshot_interval_s: float = Field(default=300.0, gt=0, description="...or after this many seconds")
+    snapshot_mode: Literal["fork", "inline"] = Field(
+        default="fork",
+        description="fork: a child process writes snapshots while the engine goes on; inline: "
+        "the engine loop writes them itself and stalls meanwhile (the old behaviour)",
+    )
     config: Path | None = Field(
         default=None, description="TOML overriding instruments, fees, tiers, bands, marks"
     )
@@ -44,6 +51,12 @@ class Settings(BaseSettings):
         description="events kept while Redis is down; older ones are dropped",
     )
     publish_batch: int = Field(default=1_000, ge=1, description="events per Redis pipeline")
+    publish_stall_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a publisher whose every attempt fails this long, with events waiting and "
+        "Redis answering PING, is stuck: /readyz 503",
+    )
     memory_events_kept: int = Field(
         default=100_000, ge=1, description="in-process event ring when Redis is unset"
     )
@@ -52,11 +65,32 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=65_536, ge=1, description="request bodies above this get 413"
     )
+    # abuse limits (SPEC §10a, service/limits.py); defaults explained in api/README.md
+    rate_limits: bool = Field(
+        default=True,
+        description="off: no per-key or per-address request budgets (load tests, benchmarks); "
+        "the failed-auth throttle, WebSocket caps and deadline stay",
+    )
     rate_limit_per_s: float = Field(
-        default=2_000.0, gt=0, description="token-bucket refill per API key (admin exempt)"
+        default=1_000.0,
+        gt=0,
+        description="requests per second per API key (orders, cancels, private reads; admin "
+        "exempt): about a tenth of what one process serves",
     )
     rate_limit_burst: float = Field(
-        default=4_000.0, ge=1, description="token-bucket size per API key"
+        default=1_000.0, ge=1, description="token-bucket size per API key"
+    )
+    ip_weight_per_s: float = Field(
+        default=1_000.0, gt=0, description="request weight per second per client address"
+    )
+    ip_weight_burst: float = Field(
+        default=2_000.0, ge=1, description="request-weight bucket size per client address"
+    )
+    auth_fail_per_s: float = Field(
+        default=1.0, gt=0, description="failed authentications refilled per second per address"
+    )
+    auth_fail_burst: float = Field(
+        default=20.0, ge=1, description="failed authentications an address may make at once"
     )
     access_log: bool = False
     proxy_headers: bool = Field(
@@ -64,6 +98,18 @@ class Settings(BaseSettings):
     )
 
     # WebSocket (SPEC §10)
+    ws_max_connections: int = Field(
+        default=500,
+        ge=1,
+        description="WebSocket connections in total (the default is lowered to half the "
+        "open-files limit when that is smaller)",
+    )
+    ws_max_per_ip: int = Field(
+        default=50, ge=1, description="WebSocket connections per client address"
+    )
+    ws_auth_deadline_s: float = Field(
+        default=5.0, gt=0, description="a connection must subscribe or authenticate within this"
+    )
     ws_queue_size: int = Field(
         default=1_000, ge=1, description="messages buffered per client before it is cut off"
     )
@@ -98,6 +144,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _generate_admin_token(self) -> Settings:
+        if self.admin_token and len(self.admin_token) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"EXCHANGE_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters "
+                f"(it has {len(self.admin_token)}); unset it to have one generated"
+            )
         if not self.admin_token:
             self.admin_token = secrets.token_urlsafe(24)
             self.admin_token_generated = True

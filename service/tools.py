@@ -2,7 +2,8 @@
 
 - verify: replay snapshot + journal read-only, check invariants, print seq and state hash;
   exit status 1 on any corruption or divergence.
-- dump: print journal records as JSON lines (seq range, ts_ns, command).
+- dump: print journal records as JSON lines (seq range, ts_ns, command); integers beyond 64
+  bits (ids an older edge let through) are printed exactly, as JSON integers.
 - snapshot: recover (repairing a torn tail) and write a snapshot now. It takes the data dir's
   lock, so it refuses to run while the service runs (the service takes its own snapshots).
   It prunes nothing unless given `--prune`: journal segments behind the snapshot may still be
@@ -17,10 +18,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import orjson
-
 from engine.engine import Engine
-from service.storage.codec import decode_command, encode_command
+from service.storage.codec import decode_command, dumps_exact, encode_command, loads_exact
 from service.storage.durable import DataDirLocked, lock_data_dir
 from service.storage.journal import JournalCorrupt, iter_records, prune_segments
 from service.storage.recovery import RecoveryError, recover
@@ -59,9 +58,9 @@ def cmd_dump(directory: Path, after: int, limit: int | None) -> int:
             "ts_ns": rec.ts_ns,
             "file": rec.path.name,
             "offset": rec.offset,
-            "command": orjson.loads(encode_command(command)),
+            "command": loads_exact(encode_command(command)),
         }
-        sys.stdout.write(orjson.dumps(line).decode() + "\n")
+        sys.stdout.write(dumps_exact(line).decode() + "\n")
     return 0
 
 

@@ -27,6 +27,7 @@ from api.schemas import (
     InsuranceFundOut,
     MarkPriceOut,
     MarkPriceRequest,
+    PathId,
     TopUpRequest,
 )
 from api.views import account_body
@@ -139,7 +140,9 @@ async def adl_policy(services: ServicesDep, _admin: AdminDep, body: AdlPolicyReq
     summary="Any account, same shape as GET /v1/account",
 )
 async def get_account(
-    services: ServicesDep, _admin: AdminDep, account_id: Annotated[int, Path(examples=[1])]
+    services: ServicesDep,
+    _admin: AdminDep,
+    account_id: Annotated[PathId, Path(description="account id, 1..2^63-1 (else 400 INVALID_ID)")],
 ) -> Response:
     if account_id == INSURANCE_FUND_ID or account_id not in services.engine.accounts:
         raise ApiError.reject(Reject.ACCOUNT_NOT_FOUND, f"account {account_id} does not exist")

@@ -13,6 +13,7 @@ from api.responses import json_response
 from api.schemas import (
     ERROR_RESPONSES,
     BookOut,
+    Count1000,
     ErrorBody,
     InstrumentOut,
     InsuranceFundOut,
@@ -49,6 +50,9 @@ async def instruments(services: ServicesDep) -> Response:
                 "taker_fee_ppm": inst.taker_fee_ppm,
                 "market_band_ppm": inst.market_band_ppm,
                 "liquidation_band_ppm": inst.liquidation_band_ppm,
+                "price_band_ppm": inst.price_band_ppm,
+                "max_order_qty": e8_to_str(inst.qty_e8(inst.max_order_lots)),
+                "max_order_notional": money_str(inst.max_order_notional_atoms),
                 "tiers": [
                     {
                         "max_notional": money_str(t.max_notional_atoms),
@@ -74,7 +78,7 @@ async def instruments(services: ServicesDep) -> Response:
 async def orderbook(
     services: ServicesDep,
     symbol: SymbolPath,
-    depth: Annotated[int, Query(ge=1, le=1000, description="levels per side")] = 20,
+    depth: Annotated[Count1000, Query(description="levels per side")] = 20,
 ) -> Response:
     engine = services.engine
     convert.instrument(engine, symbol, in_path=True)
@@ -94,7 +98,7 @@ async def orderbook(
 async def trades(
     services: ServicesDep,
     symbol: SymbolPath,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[Count1000, Query(description="trades, newest first")] = 100,
 ) -> Response:
     engine = services.engine
     convert.instrument(engine, symbol, in_path=True)
@@ -104,6 +108,14 @@ async def trades(
     return json_response(out)
 
 
-@router.get("/insurance-fund", response_model=InsuranceFundOut, summary="Insurance fund balance")
+@router.get(
+    "/insurance-fund", response_model=InsuranceFundOut, summary="Insurance fund balance and bad debt"
+)
 async def insurance_fund(services: ServicesDep) -> Response:
-    return json_response({"balance": money_str(services.engine.insurance_fund.wallet_atoms)})
+    engine = services.engine
+    return json_response(
+        {
+            "balance": money_str(engine.insurance_fund.wallet_atoms),
+            "bad_debt": money_str(engine.bad_debt_atoms),
+        }
+    )

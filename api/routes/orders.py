@@ -5,7 +5,8 @@ functions as the dependencies) and is served by the ASGI fast path (api/fastpath
 route below documents it in the OpenAPI and serves it if the fast path is bypassed.
 Every answer is the order as it stood right after its own command (the snapshot is taken in
 the engine task by the `after` callback, before later commands of the batch run).
-Another account's order id answers 404 ORDER_NOT_FOUND, exactly like a missing one.
+Another account's order id answers 404 ORDER_NOT_FOUND, exactly like a missing one; an
+order id that is not an integer in 1..2^63-1 answers 400 INVALID_ID before anything runs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from api.schemas import (
     CanceledOut,
     ErrorBody,
     OrderOut,
+    PathId,
     PlaceOrderRequest,
     body_schema,
 )
@@ -40,7 +42,7 @@ from service.runtime import Services
 
 router = APIRouter(prefix="/v1", tags=["orders"], route_class=JSONRoute)
 
-OrderId = Annotated[int, Path(description="order id", examples=[42])]
+OrderId = Annotated[PathId, Path(description="order id, 1..2^63-1 (else 400 INVALID_ID)")]
 _ORDER_ERRORS = {
     **ERROR_RESPONSES,
     404: {"model": ErrorBody, "description": "no such order of this account"},

@@ -1,10 +1,12 @@
 """Liveness, readiness and Prometheus metrics.
 
-Readiness (`/readyz`) is about whether this instance can take orders: 503 when the engine
-loop halted, the journal cannot be made durable, or Redis is ahead of the engine (its
-streams hold another run's history, so publication is stopped). A Redis that is only
-unreachable keeps it 200: trading never waits for Redis, and the body shows Redis's state
-and how many events wait to be published. Both answers carry the same publication fields.
+Readiness (`/readyz`) is about whether this instance can take orders and publish them: 503
+when the engine loop halted, the journal cannot be made durable, Redis is ahead of the
+engine (its streams hold another run's history, so publication is stopped), or the publisher
+is stuck (its task ended, or every attempt has failed for EXCHANGE_PUBLISH_STALL_S with events
+waiting while Redis answers PING). A Redis that is only unreachable keeps it 200: trading
+never waits for Redis, and the body shows Redis's state and how many events wait to be
+published. Both answers carry the same publication fields.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class ReadyOut(BaseModel):
         json_schema_extra={
             "examples": [
                 {"status": "ready", "message": "Redis unreachable: trading goes on, 120 events wait to be published",
-                 "redis": "unreachable", "engine_seq": 1234, "last_published_seq": 1114,
+                 "redis": "unreachable", "publisher": "retrying", "engine_seq": 1234, "last_published_seq": 1114,
                  "publish_backlog": 120, "publish_lag_events": 120}
             ]
         }
@@ -40,6 +42,10 @@ class ReadyOut(BaseModel):
     status: str = Field(description='"ready"')
     message: str = Field(description='"ok", or what is degraded (Redis unreachable)')
     redis: str = Field(description="ok | unreachable | ahead of the engine | another data dir's streams | not configured")
+    publisher: str = Field(
+        description="ok | retrying (the last attempt failed) | stuck (no progress although Redis "
+        "answers: 503) | stopped (Redis holds another run's history: 503) | in process (no Redis)"
+    )
     engine_seq: int
     last_published_seq: int = Field(description="highest seq known to be in exchange:events")
     publish_backlog: int = Field(
@@ -58,7 +64,7 @@ async def healthz() -> Response:
     "/readyz",
     response_model=ReadyOut,
     responses={503: {"model": ErrorBody}},
-    summary="Readiness: engine running, journal durable, Redis not ahead (Redis down is still ready)",
+    summary="Readiness: engine running, journal durable, publication not stopped or stuck (Redis down is still ready)",
 )
 async def readyz(services: ServicesDep) -> Response:
     ready = await services.ready()

@@ -2,9 +2,15 @@
 
 Commands are frozen dataclasses of ints, strs, bools and None, so a JSON array of the
 field values in declaration order is exact and stable across versions that only append
-fields with defaults. Integers beyond 64 bits (hostile input that the engine rejects, but
-still journals, as it journals every command that produced an event) go through the
-standard library's exact JSON.
+fields with defaults.
+
+Integers of any size round-trip exactly. The API edge refuses ids outside 1..2^63-1 and
+decimals above 10^15 units (SPEC §1), but journals written before it did may hold
+anything a path or body could carry (e.g. `CancelOrder` with a 400-digit order id, which
+the engine rejected but journaled, as it journals every command that produced an event).
+orjson writes only 64-bit integers and reads larger ones as floats (or fails: "number is
+infinity"), so such records are written and read by the standard library's exact JSON,
+whose integers are unbounded here (`_exact_int` lifts CPython's 4300-digit limit for them).
 """
 
 from __future__ import annotations
@@ -35,22 +41,49 @@ COMMAND_TYPES: dict[str, type] = {
 }
 _FIELDS = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in COMMAND_TYPES.items()}
 
+_DIGITS_PER_CHUNK = 4000  # below CPython's default int/str conversion limit (4300 digits)
+
+
+def _exact_int(text: str) -> int:
+    """A JSON integer literal of any length, exactly."""
+    if len(text) <= _DIGITS_PER_CHUNK:
+        return int(text)
+    sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text)
+    value = 0
+    for i in range(0, len(digits), _DIGITS_PER_CHUNK):
+        chunk = digits[i : i + _DIGITS_PER_CHUNK]
+        value = value * 10 ** len(chunk) + int(chunk)
+    return sign * value
+
+
+def loads_exact(data: bytes | str) -> Any:
+    """JSON with integers of any size read exactly (floats as floats)."""
+    return json.loads(data, parse_int=_exact_int)
+
+
+def dumps_exact(obj: Any) -> bytes:
+    """Compact JSON with integers beyond 64 bits written exactly (orjson when it can)."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # an int beyond 64 bits
+        return json.dumps(obj, separators=(",", ":")).encode()
+
 
 def encode_command(command: Any) -> bytes:
-    """Serialize a command (integers of any size, exactly)."""
+    """Serialize a command (integers beyond 64 bits exactly)."""
     name = type(command).__name__
-    values = [name, *(getattr(command, f) for f in _FIELDS[name])]
-    try:
-        return orjson.dumps(values)
-    except TypeError:  # an int beyond 64 bits (a hostile amount that the engine refused)
-        return json.dumps(values, separators=(",", ":")).encode()
+    return dumps_exact([name, *(getattr(command, f) for f in _FIELDS[name])])
 
 
 def decode_command(data: bytes) -> Any:
-    """Rebuild a command from `encode_command` output."""
-    parsed = orjson.loads(data)
-    if any(type(v) is float for v in parsed):  # orjson reads big ints as floats: be exact
-        parsed = json.loads(data)
+    """Rebuild a command from `encode_command` output (of this or any earlier version)."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:  # e.g. "number is infinity": an integer of 310+ digits
+        parsed = loads_exact(data)
+    else:
+        if any(type(v) is float for v in parsed):  # orjson reads big ints as floats: be exact
+            parsed = loads_exact(data)
     name, *values = parsed
     cls = COMMAND_TYPES[name]
     return cls(**dict(zip(_FIELDS[name], values, strict=False)))

@@ -32,11 +32,19 @@ raises `JournalCorrupt` naming the file and byte offset: never silent loss.
 disk (`batch`, `always`) or written to the OS (`off`). When the journal cannot be made
 durable (`discard_unacked`), everything after it is cut off, so commands that were
 answered with an error cannot come back at the next start.
+
+Full disk (ENOSPC, or EFBIG past RLIMIT_FSIZE): the writer holds no user-space buffer
+(`os.write` on the descriptor), so what a failed write left behind, part of a record
+included, is cut with `os.ftruncate`, which needs no free space. A segment roll that fails
+leaves at most a partial header in the new segment, which the cut removes. Known limit: if
+the cut itself fails (an I/O error, not a full disk), it is logged as critical
+(service/storage/durable.py) and those records may come back at the next start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import struct
@@ -192,10 +200,39 @@ def iter_records(directory: Path, after_seq: int = 0) -> Iterator[Record]:
 
 def repair_tail(torn: TornTail) -> None:
     """Cut a torn tail off its segment (the crash-time partial write)."""
-    with open(torn.path, "r+b") as f:
-        f.truncate(torn.offset)
-        f.flush()
-        os.fsync(f.fileno())
+    cut_file(torn.path, torn.offset)
+
+
+def cut_file(path: Path, offset: int) -> int:
+    """Shorten `path` to `offset` bytes with `ftruncate` (which writes no data, so a full disk
+    cannot stop it), then fsync it, best effort. Returns the bytes cut (0 if it was no longer)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        return _cut_fd(fd, offset)
+    finally:
+        os.close(fd)
+
+
+def _cut_fd(fd: int, offset: int) -> int:
+    size = os.fstat(fd).st_size
+    if size <= offset:
+        return 0
+    os.ftruncate(fd, offset)
+    with contextlib.suppress(OSError):  # best effort: the disk may be failing already
+        os.fsync(fd)
+    return size - offset
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """os.write until all of `data` is written; a short write is retried, so the error that
+    stopped it (ENOSPC, EFBIG) is raised. Returns len(data)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # not for regular files; never loop forever
+            raise OSError(errno.ENOSPC, "write wrote nothing")
+        view = view[n:]
+    return len(data)
 
 
 def sync_file(path: Path) -> None:
@@ -212,8 +249,26 @@ def fsync_dir(directory: Path) -> None:
     sync_file(directory)
 
 
+class JournalBroken(OSError):
+    """A write or fsync of the journal failed before, or its tail was cut: nothing more is
+    appended to it, and no snapshot claims the engine state."""
+
+
 class JournalWriter:
-    """Appends batches to the newest segment (after recovery has repaired any torn tail)."""
+    """Appends batches to the newest segment (after recovery has repaired any torn tail).
+
+    Unbuffered: every append goes to the file descriptor with `os.write` before
+    `append_batch` returns, so nothing waits in user space for a later flush. When a write
+    fails (a full disk: ENOSPC, or EFBIG past RLIMIT_FSIZE, typically after part of a record
+    went out), `discard_unacked` cuts the segment back with `os.ftruncate`, which writes no
+    data and so does not need the space that just ran out. A buffered file cannot do that:
+    its `truncate` flushes the unwritten buffer first and fails on the same full disk, and
+    its close would write that buffer after the cut.
+
+    After a failed write or fsync, or a cut, the writer is broken for good (`JournalBroken`
+    on the next append or `sync`): the engine loop halts and a restart recovers from what
+    is on disk.
+    """
 
     def __init__(
         self, directory: Path, config: str, fsync: str = "batch", segment_bytes: int = 64 << 20
@@ -226,48 +281,58 @@ class JournalWriter:
         self.segment_bytes = segment_bytes
         self.bytes_written = 0
         self.fsyncs = 0
+        self.broken: str | None = None  # why appends are refused, once a write or fsync failed
         directory.mkdir(parents=True, exist_ok=True)
-        existing = segments(directory)
-        self._path: Path | None = existing[-1] if existing else None
-        self._file = open(self._path, "ab") if self._path else None  # noqa: SIM115
-        if self._file is not None and self._file.tell() == 0:  # its header was torn off
-            self._write_header()
-        self.acked_offset = self._file.tell() if self._file is not None else 0
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._size = 0  # bytes in the current segment (everything written went to the OS)
+        self.acked_offset = 0
         # older segments rolled over while their tail was not acknowledged yet: (path, acked)
         self._rolled_unacked: list[tuple[Path, int]] = []
+        # the fsync in flight (batch mode): (segment, offset it covers), see `sync_requested`
+        self._in_flight: tuple[Path, int] | None = None
+        existing = segments(directory)
+        if existing:
+            self._open(existing[-1])
+            if self._size == 0:  # its header was torn off
+                self._write_header()
+            self.acked_offset = self._size
 
     def append_batch(self, records: list[tuple[int, int, int, bytes]], sync: bool = True) -> None:
         """Write (seq_before, seq, ts_ns, payload) records per the fsync mode, in one go.
 
         In `batch` mode with `sync=False` the fsync is left to the caller (the engine loop's
         pipelined group commit has the fsync helper process do it, service/storage/syncer.py),
-        which reports it with `synced`.
+        which reports it with `sync_requested` and `synced`. `acked_offset` moves only once
+        the whole batch is written (and, per mode, fsynced): a batch that fails half-way is
+        answered with an error as a whole, so none of its records may stay.
         """
+        if self.broken is not None:
+            raise JournalBroken(f"the journal failed before ({self.broken}); nothing more is written")
         if not records:
             return
-        if self._file is None or self._file.tell() >= self.segment_bytes:
-            self._roll(records[0][1])
-        f = self._file
-        assert f is not None
-        if self.fsync == "always":
-            for before, seq, ts, payload in records:
-                blob = encode_record(before, seq, ts, payload)
-                f.write(blob)
-                f.flush()
-                os.fdatasync(f.fileno())
-                self.fsyncs += 1
-                self.bytes_written += len(blob)
-                self.acked_offset = f.tell()
-        else:
-            blob = b"".join(encode_record(*rec) for rec in records)
-            f.write(blob)
-            f.flush()
-            if self.fsync == "batch" and sync:
-                os.fdatasync(f.fileno())
-                self.fsyncs += 1
-            self.bytes_written += len(blob)
-            if self.fsync == "off" or sync:
-                self.acked_offset = f.tell()
+        try:
+            if self._fd is None or self._size >= self.segment_bytes:
+                self._roll(records[0][1])
+            fd = self._fd
+            assert fd is not None
+            if self.fsync == "always":
+                for before, seq, ts, payload in records:
+                    n = self._write(encode_record(before, seq, ts, payload))
+                    os.fdatasync(fd)
+                    self.fsyncs += 1
+                    self.bytes_written += n
+            else:
+                n = self._write(b"".join(encode_record(*rec) for rec in records))
+                if self.fsync == "batch" and sync:
+                    os.fdatasync(fd)
+                    self.fsyncs += 1
+                self.bytes_written += n
+        except Exception as exc:
+            self.broken = f"{type(exc).__name__}: {exc}"
+            raise
+        if self.fsync != "batch" or sync:
+            self.acked_offset = self._size
 
     @property
     def path(self) -> Path | None:
@@ -275,11 +340,17 @@ class JournalWriter:
         return self._path
 
     def tell(self) -> int:
-        """Bytes written to the current segment so far."""
-        return self._file.tell() if self._file is not None else 0
+        """Bytes written to the current segment so far (all of them handed to the OS)."""
+        return self._size
+
+    def sync_requested(self, path: Path, offset: int) -> None:
+        """An fsync of `path` up to `offset` is in flight elsewhere (the fsync helper): if a
+        later write fails, `discard_unacked(keep_in_flight=True)` keeps what it covers."""
+        self._in_flight = (path, offset)
 
     def synced(self, path: Path, offset: int) -> None:
         """An fsync done elsewhere covered `path` up to `offset`."""
+        self._in_flight = None
         if path == self._path:
             self.acked_offset = max(self.acked_offset, offset)
             # asked for after the roll, which fsynced the older segments whole: all acknowledged
@@ -291,64 +362,92 @@ class JournalWriter:
 
     def sync(self) -> None:
         """fsync what was written, in any mode (before a snapshot claims it)."""
-        if self._file is not None:
-            self._file.flush()
-            os.fdatasync(self._file.fileno())
+        if self.broken is not None:
+            raise JournalBroken(f"the journal failed before ({self.broken}); nothing is durable past it")
+        if self._fd is not None:
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self.broken = f"{type(exc).__name__}: {exc}"
+                raise
             self.fsyncs += 1
-            self.acked_offset = self._file.tell()
+            self.acked_offset = self._size
 
-    def discard_unacked(self) -> int:
-        """Cut the current segment back to `acked_offset`: what was written after it was never
-        acknowledged and its commands were answered with an error. Returns the bytes cut."""
-        if self._file is None:
-            return 0
+    def discard_unacked(self, keep_in_flight: bool = False) -> int:
+        """Cut the segments back to what was acknowledged: what was written after it was never
+        acknowledged and its commands are answered with an error. With `keep_in_flight` (a
+        write failed, the fsync in flight may still succeed and its batches be answered) what
+        that fsync covers stays; without (that fsync failed) it goes too. Uses only
+        `ftruncate`, never a write. Returns the bytes cut."""
+        in_flight = self._in_flight if keep_in_flight else None
+        if not keep_in_flight:
+            self._in_flight = None
+        self.broken = self.broken or "unacknowledged records were cut off"
+
+        def keep(path: Path, acked: int) -> int:
+            return max(acked, in_flight[1]) if in_flight is not None and in_flight[0] == path else acked
+
         cut = 0
         for path, acked in self._rolled_unacked:  # the roll made them durable, not acknowledged
-            with open(path, "r+b") as f:
-                size = f.seek(0, os.SEEK_END)
-                if size > acked:
-                    f.truncate(acked)
-                    cut += size - acked
-                    with contextlib.suppress(OSError):
-                        os.fsync(f.fileno())
-        self._rolled_unacked.clear()
-        cut_here = self._file.tell() - self.acked_offset
-        cut += max(0, cut_here)
-        if cut_here > 0:
-            self._file.truncate(self.acked_offset)
-            self._file.seek(self.acked_offset)
-            self._file.flush()
-            with contextlib.suppress(OSError):  # best effort: the disk is already failing
-                os.fsync(self._file.fileno())
+            cut += cut_file(path, keep(path, acked))
+        # the segment of an fsync still in flight may yet be cut further if that fsync fails
+        self._rolled_unacked = [
+            (p, acked) for p, acked in self._rolled_unacked if in_flight is not None and p == in_flight[0]
+        ]
+        if self._fd is not None and self._path is not None:
+            target = keep(self._path, self.acked_offset)
+            cut += _cut_fd(self._fd, target)
+            self._size = min(self._size, target)
+            if target == 0:  # a roll that failed before its header was durable: no segment at all
+                fd, path, self._fd, self._path = self._fd, self._path, None, None
+                os.close(fd)
+                path.unlink()
+                with contextlib.suppress(OSError):
+                    fsync_dir(self.directory)
         return cut
 
+    def _write(self, data: bytes) -> int:
+        assert self._fd is not None
+        try:
+            return _write_all(self._fd, data)
+        finally:  # what reached the file, also when the write stopped part-way
+            self._size = os.fstat(self._fd).st_size
+
+    def _open(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._path = path
+        self._size = os.fstat(self._fd).st_size
+
     def _write_header(self) -> None:
-        assert self._file is not None
-        self._file.write(encode_segment_header(self.config))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        assert self._fd is not None
+        self._write(encode_segment_header(self.config))
+        os.fsync(self._fd)
 
     def _roll(self, first_seq: int) -> None:
-        if self._file is not None:  # the old segment is complete and durable before the new one
-            if self.acked_offset < self._file.tell() and self._path is not None:
-                self._rolled_unacked.append((self._path, self.acked_offset))
-            self._file.flush()
-            os.fsync(self._file.fileno())
+        if self._fd is not None:  # the old segment is complete and durable before the new one
+            os.fsync(self._fd)
             self.fsyncs += 1
-            self._file.close()
-        self._path = self.directory / segment_name(first_seq)
-        self._file = open(self._path, "ab")  # noqa: SIM115
+            if self.acked_offset < self._size and self._path is not None:
+                self._rolled_unacked.append((self._path, self.acked_offset))
+            fd, self._fd, self._path, self._size, self.acked_offset = self._fd, None, None, 0, 0
+            os.close(fd)
+        # On a full disk any step below may fail: then the new segment holds at most part of
+        # its header (cut to nothing by `discard_unacked`; recovery starts such a segment again)
+        self._open(self.directory / segment_name(first_seq))
         self._write_header()
         fsync_dir(self.directory)
-        self.acked_offset = self._file.tell()
+        self.acked_offset = self._size
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            if self.fsync != "off":
-                os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
+        """Close the segment (fsynced first unless `off` or broken). Writes no data."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            if self.fsync != "off" and self.broken is None:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def prune_segments(directory: Path, covered_seq: int) -> list[Path]:

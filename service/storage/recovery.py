@@ -91,7 +91,12 @@ def recover(
                 f"journal gap at {rec.path} offset {rec.offset}: record starts after seq {rec.seq_before}, "
                 f"state is at seq {engine.seq}"
             )
-        command = decode_command(rec.payload)
+        try:
+            command = decode_command(rec.payload)
+        except (ValueError, KeyError, TypeError) as exc:  # checksummed, yet not a command
+            raise RecoveryError(
+                f"undecodable record at {rec.path} offset {rec.offset}: {exc!r}"
+            ) from exc
         events = engine.apply(command)
         if engine.seq != rec.seq:
             raise RecoveryError(

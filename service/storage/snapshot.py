@@ -11,6 +11,7 @@ untrusted input).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -50,10 +51,15 @@ def write_snapshot(directory: Path, engine: Engine) -> Path:
     digest = engine.state_hash().encode()
     final = directory / snapshot_name(engine.seq)
     tmp = final.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(MAGIC + HEAD.pack(engine.seq, zlib.crc32(body), digest) + body)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(MAGIC + HEAD.pack(engine.seq, zlib.crc32(body), digest) + body)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk: give the space back; the older snapshots stay as they are
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     os.replace(tmp, final)
     fsync_dir(directory)
     return final

@@ -22,6 +22,7 @@ from service.storage import syncer
 from service.storage.durable import DurableJournal
 from service.storage.journal import read_journal, segments
 from service.storage.syncer import FsyncFailed, FsyncHelper
+from tests.durability.faults import FullDisk
 
 
 def _alive(pid: int) -> bool:
@@ -316,7 +317,7 @@ async def test_answers_keep_batch_order_even_for_commands_that_journal_nothing(t
 
 
 async def test_a_failed_journal_write_fails_every_unsynced_batch_and_delivers_the_synced_one(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loop, journal, delivered = await _loop_on(tmp_path)
     assert journal._helper is not None and journal.writer is not None
@@ -328,22 +329,50 @@ async def test_a_failed_journal_write_fails_every_unsynced_batch_and_delivers_th
             await _wait_applied(loop, seq0 + 1)
             b = asyncio.create_task(loop.submit(c.Deposit(1, 2)))  # written; waits for the next
             await _wait_applied(loop, seq0 + 2)
-            assert journal.writer._file is not None
-            journal.writer._file.close()  # the journal breaks (as a full or failing disk would)
+            FullDisk.install(monkeypatch, room=10)  # the disk fills in the middle of the next record
             cmd = asyncio.create_task(loop.submit(c.Deposit(1, 3)))
             await asyncio.sleep(0.1)
             assert loop.halted and cmd.done() and b.done() and not a.done()
+            # B and the part of C are cut at once; A stays, its fsync may still succeed
+            assert read_journal(tmp_path)[0][-1].seq == seq0 + 1
         finally:
             os.kill(journal._helper.pid, signal.SIGCONT)
         assert [type(e).__name__ for e in await a] == ["DepositMade"]  # its fsync succeeded
         for task in (b, cmd):
-            with pytest.raises(EngineHalted):
+            with pytest.raises(EngineHalted, match="No space left on device"):
                 await task
         assert len(delivered) == n0 + 1  # only the durable batch's event left
     finally:
-        journal.writer = None  # its file is closed already
         await loop.stop()
         journal.close()
+    records, torn = read_journal(tmp_path)
+    assert torn is None and records[-1].seq == seq0 + 1  # A, and nothing answered 503
+
+
+async def test_a_failed_journal_write_then_a_failed_fsync_cuts_the_batch_in_flight_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop, journal, delivered = await _loop_on(tmp_path)
+    assert journal._helper is not None
+    try:
+        seq0, n0 = loop.engine.seq, len(delivered)
+        os.kill(journal._helper.pid, signal.SIGSTOP)
+        a = asyncio.create_task(loop.submit(c.Deposit(1, 1)))  # written; its fsync in flight
+        await _wait_applied(loop, seq0 + 1)
+        FullDisk.install(monkeypatch, room=10)
+        b = asyncio.create_task(loop.submit(c.Deposit(1, 2)))
+        await asyncio.sleep(0.1)
+        assert loop.halted and b.done() and not a.done()
+        os.kill(journal._helper.pid, signal.SIGKILL)  # and A's fsync fails after all
+        for task in (a, b):
+            with pytest.raises(EngineHalted):
+                await task
+        assert len(delivered) == n0
+    finally:
+        await loop.stop()
+        journal.close()
+    records, torn = read_journal(tmp_path)
+    assert torn is None and records[-1].seq == seq0  # neither A nor B: both were answered 503
 
 
 async def test_a_batch_taken_when_the_fsync_fails_is_not_applied(tmp_path: Path) -> None:

@@ -23,20 +23,47 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+# Every test talks to the service from 127.0.0.1, many of them fast: per-key and per-address
+# request budgets far above what any test sends, unless a test passes its own (the abuse
+# limits themselves are tested with their defaults and with small values in
+# tests/integration/test_abuse_limits.py). Connection caps and the WebSocket deadline keep
+# their defaults.
+TEST_RATE_LIMITS = {
+    "rate_limit_per_s": "1000000",
+    "rate_limit_burst": "1000000",
+    "ip_weight_per_s": "1000000",
+    "ip_weight_burst": "1000000",
+    "auth_fail_per_s": "1000000",
+    "auth_fail_burst": "1000000",
+}
+
+
+@pytest.fixture(scope="module")
+def redis_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the test module's own, which its tests may stop (never an external
+    EXCHANGE_REDIS_URL)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-own"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def start_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Factory: start_service(ready="/readyz", **EXCHANGE_env) -> a running ServiceProcess (stopped at the end)."""
+    """Factory: start_service(ready="/readyz", nofile=None, **EXCHANGE_env) -> a running
+    ServiceProcess (stopped at the end); `nofile` caps its open files (RLIMIT_NOFILE)."""
     started: list[ServiceProcess] = []
 
-    def start(ready: str = "/readyz", **env: str) -> ServiceProcess:
+    def start(ready: str = "/readyz", nofile: int | None = None, **env: str) -> ServiceProcess:
         data = tmp_path_factory.mktemp("data")
         full = {
             "EXCHANGE_ADMIN_TOKEN": ADMIN_TOKEN,
             "EXCHANGE_DATA_DIR": str(data),
             "EXCHANGE_LOG_LEVEL": "warning",
+            **{f"EXCHANGE_{k.upper()}": v for k, v in TEST_RATE_LIMITS.items()},
             **{f"EXCHANGE_{k.upper()}": v for k, v in env.items()},
         }
-        svc = ServiceProcess(full, data)
+        svc = ServiceProcess(full, data, nofile)
         started.append(svc)
         svc.start(ready)
         return svc

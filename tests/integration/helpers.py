@@ -16,6 +16,7 @@ import base64
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -116,6 +117,11 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, socket_timeout=2)
 
+    def fresh_db(self, n: int) -> str:
+        """The URL of database `n`, its exchange streams cleared first."""
+        self.clear_streams(n)
+        return self.url_for_db(n)
+
     def url_for_db(self, n: int) -> str:
         """The same server, the n-th logical database after the URL's own (one per service instance)."""
         head, _, last = self.url.rpartition("/")
@@ -135,7 +141,8 @@ class RedisServer:
 class ServiceProcess:
     """`python -m service` on a free port."""
 
-    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+    def __init__(self, env: dict[str, str], logdir: Path, nofile: int | None = None) -> None:
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the service process, if set
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/v1/ws"
@@ -162,6 +169,7 @@ class ServiceProcess:
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=self._limit_files if self.nofile else None,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -172,6 +180,10 @@ class ServiceProcess:
                     return
             time.sleep(0.1)
         raise RuntimeError(f"service not ready: {self.log_path.read_text()}")
+
+    def _limit_files(self) -> None:  # in the child, before exec
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def stop(self) -> int | None:
         if self.proc is None:

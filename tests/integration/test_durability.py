@@ -40,6 +40,24 @@ from service.storage.journal import HEADER, read_journal, segments
 from tests.integration.helpers import ROOT, Api, RedisServer, ServiceProcess
 
 MARK = 50_000
+
+
+def random_order(rng: random.Random, crossing: bool) -> dict[str, Any]:
+    """A BTC-PERP limit order body: crossing (30 USD through the mark, takes the other side and
+    rests the rest) or resting within 20 USD of the mark."""
+    side = rng.choice(("buy", "sell"))
+    if crossing:
+        ticks = MARK * 10 + (300 if side == "buy" else -300)
+    else:
+        off = rng.randint(1, 200)
+        ticks = MARK * 10 + (-off if side == "buy" else off)
+    return {
+        "symbol": "BTC-PERP",
+        "side": side,
+        "type": "limit",
+        "qty": f"0.{rng.randint(1, 10):03d}",
+        "price": f"{ticks // 10}.{ticks % 10}",
+    }
 STATUS_RANK = {"new": 0, "partially_filled": 1, "filled": 2, "canceled": 2}
 STATIC = ("symbol", "side", "type", "price", "qty", "time_in_force", "client_order_id")
 
@@ -47,18 +65,6 @@ STATIC = ("symbol", "side", "type", "price", "qty", "time_in_force", "client_ord
 # -- fixtures and helpers ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server these tests may stop (never an external EXCHANGE_REDIS_URL)."""
-    server = RedisServer(tmp_path_factory.mktemp("redis-durability"))
-    server.start()
-    yield server
-    server.stop()
-
-
-def _db(redis_srv: RedisServer, n: int) -> str:
-    redis_srv.clear_streams(n)
-    return redis_srv.url_for_db(n)
 
 
 def engine_state(api: Api) -> dict[str, Any]:
@@ -221,19 +227,7 @@ async def order_load(
                         oid = resting.pop(rng.randrange(len(resting)))
                         r = await c.delete(f"/v1/orders/{oid}")
                     else:
-                        side = rng.choice(("buy", "sell"))
-                        if roll < 0.45:  # crossing: takes the other side, rests the rest
-                            ticks = MARK * 10 + (300 if side == "buy" else -300)
-                        else:  # resting, within 20 of the mark
-                            off = rng.randint(1, 200)
-                            ticks = MARK * 10 + (-off if side == "buy" else off)
-                        body = {
-                            "symbol": "BTC-PERP",
-                            "side": side,
-                            "type": "limit",
-                            "qty": f"0.{rng.randint(1, 10):03d}",
-                            "price": f"{ticks // 10}.{ticks % 10}",
-                        }
+                        body = random_order(rng, crossing=roll < 0.45)
                         r = await c.post("/v1/orders", json=body)
                 except httpx.TransportError:
                     load.transport_errors += 1
@@ -362,7 +356,7 @@ async def test_kill9_under_load_keeps_every_acknowledged_order_and_fill_and_matc
 def test_sigterm_restart_keeps_state_hash_and_seq_and_continues_at_seq_plus_one(
     start_service: Any, redis_srv: RedisServer
 ) -> None:
-    url = _db(redis_srv, 2)
+    url = redis_srv.fresh_db(2)
     svc: ServiceProcess = start_service(redis_url=url)
     api = Api(svc)
     keys = setup_market(api)
@@ -401,7 +395,7 @@ def test_sigterm_restart_keeps_state_hash_and_seq_and_continues_at_seq_plus_one(
 async def test_redis_outage_during_load_publishes_every_seq_exactly_once(
     start_service: Any, redis_srv: RedisServer
 ) -> None:
-    url = _db(redis_srv, 3)
+    url = redis_srv.fresh_db(3)
     svc: ServiceProcess = start_service(redis_url=url)
     api = Api(svc)
     keys = setup_market(api)
@@ -426,7 +420,7 @@ async def test_redis_outage_during_load_publishes_every_seq_exactly_once(
 async def test_kill9_with_unpublished_events_restart_regenerates_them_exactly_once(
     start_service: Any, redis_srv: RedisServer
 ) -> None:
-    url = _db(redis_srv, 4)
+    url = redis_srv.fresh_db(4)
     # frequent snapshots: pruning must keep a base the unpublished events can be replayed from
     svc: ServiceProcess = start_service(redis_url=url, log_level="info", snapshot_every="100")
     api = Api(svc)
@@ -467,7 +461,7 @@ async def test_kill9_with_unpublished_events_restart_regenerates_them_exactly_on
 def test_redis_restarted_without_its_data_gets_every_event_again(
     start_service: Any, redis_srv: RedisServer
 ) -> None:
-    url = _db(redis_srv, 6)
+    url = redis_srv.fresh_db(6)
     svc: ServiceProcess = start_service(redis_url=url)
     api = Api(svc)
     setup_market(api, accounts=2)
@@ -546,7 +540,7 @@ def test_torn_tail_is_cut_and_logged_but_corrupt_middle_refuses_to_start(
 async def test_backlog_overflow_while_redis_down_regenerates_dropped_events(
     start_service: Any, redis_srv: RedisServer
 ) -> None:
-    url = _db(redis_srv, 5)
+    url = redis_srv.fresh_db(5)
     redis_srv.stop(save=True)
     try:
         svc: ServiceProcess = start_service(ready="/healthz", redis_url=url, publish_backlog="50")
@@ -672,7 +666,7 @@ def test_restart_when_engine_is_below_redis_last_id_stops_publication_and_fails_
 ) -> None:
     """A wiped data dir against the old run's streams (audit R3; S4 with XTRIM MAXLEN 0): the
     new run's events must never be written into (or skipped as "already in") that history."""
-    url = _db(redis_srv, 9 if emptied else 10)
+    url = redis_srv.fresh_db(9 if emptied else 10)
     old: ServiceProcess = start_service(redis_url=url)
     api = Api(old)
     setup_market(api, accounts=2)
@@ -811,7 +805,7 @@ def test_adl_events_when_connection_dies_mid_batch_land_in_both_or_neither(
 ) -> None:
     """Audit R5: a batch's entries in exchange:events and exchange:adl are one atomic append;
     when its answer is lost, the restarted publisher neither repeats nor skips anything."""
-    url = _db(redis_srv, 11 if forward else 13)
+    url = redis_srv.fresh_db(11 if forward else 13)
     proxy = CuttingRedisProxy(redis_srv.port, forward)
     svc: ServiceProcess = start_service(redis_url=proxy.url(11), shutdown_timeout_s="1")
     api = Api(svc)
@@ -839,7 +833,7 @@ def test_restart_when_exchange_adl_lacks_entries_copies_them_from_exchange_event
     """Audit R5: resume per stream. exchange:adl as an interrupted write of the old,
     non-transactional publisher left it: exchange:events holds the last adl entry, exchange:adl
     stops before it."""
-    url = _db(redis_srv, 12)
+    url = redis_srv.fresh_db(12)
     svc: ServiceProcess = start_service(redis_url=url)
     api = Api(svc)
     setup_market(api, accounts=2)
@@ -905,7 +899,7 @@ def test_redis_restarted_empty_while_idle_gets_every_event_again_exactly_once(
     """A Redis that restarts without its data while the publisher is idle: a /readyz probe
     reconnects the shared client before the publisher notices anything, so only the streams'
     last ids, checked with every append, can tell that history is missing."""
-    url = _db(redis_srv, 14)
+    url = redis_srv.fresh_db(14)
     svc: ServiceProcess = start_service(redis_url=url)
     api = Api(svc)
     try:
@@ -958,3 +952,210 @@ async def test_publisher_when_only_part_of_a_gap_is_lost_skips_that_part_and_sen
     ids = [int(i.decode().split("-")[0]) for i, _ in redis_srv.client_for(url).xrange("exchange:events")]
     assert ids == list(range(snap + 1, live.seq + 1))
     assert pub.dropped == 0 and metrics.publish_dropped._value.get() == snap
+
+
+# -- 8. a full disk (issue 10, finding 3) ---------------------------------------------------------
+
+
+@dataclass
+class FullDiskLoad:
+    """What the clients were told, by client_order_id: 2xx (key, answer), 503 (key, request)."""
+
+    acked: dict[str, tuple[str, dict[str, Any]]]
+    halted: dict[str, tuple[str, dict[str, Any]]]
+    halt_messages: set[str]
+    other: int = 0  # 400/422/429 answers (refused at the edge or by the engine, or throttled)
+
+
+async def orders_until_halted(
+    base_url: str, keys: list[str], load: FullDiskLoad, cap: int = 4000, seed: int = 7
+) -> None:
+    """One client per key, concurrently, placing crossing and resting BTC-PERP limit orders,
+    each with a client_order_id of its own, until its first 503 (at most `cap` requests
+    each: the disk must fill long before that)."""
+
+    async def client(i: int, key: str) -> None:
+        rng = random.Random(seed * 1000 + i)
+        async with httpx.AsyncClient(
+            base_url=base_url, headers={"X-API-Key": key}, timeout=30
+        ) as c:
+            for n in range(cap):
+                body = random_order(rng, crossing=rng.random() < 0.4)
+                body["client_order_id"] = f"fd-{i}-{n}"
+                r = await c.post("/v1/orders", json=body)
+                if r.status_code == 200:
+                    load.acked[body["client_order_id"]] = (key, r.json())
+                elif r.status_code == 503:
+                    assert r.json()["error"] == "ENGINE_HALTED", r.text
+                    load.halted[body["client_order_id"]] = (key, body)
+                    load.halt_messages.add(r.json()["message"])
+                    return
+                else:  # never 409: every client_order_id is new
+                    assert r.status_code in (400, 422, 429), r.text
+                    load.other += 1
+        raise AssertionError(f"client {i}: {cap} orders and the service never halted")
+
+    await asyncio.gather(*(client(i, key) for i, key in enumerate(keys)))
+
+
+def journaled_client_order_ids(data_dir: Path) -> set[str]:
+    """client_order_id of every PlaceOrder in the journal (read with the service stopped)."""
+    records, torn = read_journal(data_dir)
+    assert torn is None, f"the cut left part of a record behind: {torn}"
+    out = set()
+    for rec in records:
+        cmd = decode_command(rec.payload)
+        if type(cmd).__name__ == "PlaceOrder" and cmd.client_order_id is not None:
+            out.add(cmd.client_order_id)
+    return out
+
+
+def check_full_disk_outcome(api: Api, load: FullDiskLoad, journaled: set[str]) -> None:
+    """After a restart with space again: every order answered 2xx is there as answered, no
+    order answered 503 is (a retry with its client_order_id is accepted, never a 409)."""
+    assert not (set(load.halted) & journaled), "orders answered 503 are in the journal"
+    assert set(load.acked) <= journaled, "orders answered 2xx are missing from the journal"
+    check_acked(api, Load({ans["order_id"]: (key, ans) for key, ans in load.acked.values()}))
+    by_key: dict[str, httpx.Client] = {}
+    try:
+        for coid, (key, body) in load.halted.items():
+            c = by_key.setdefault(key, api.as_key(key))
+            r = c.post("/v1/orders", json=body)
+            assert r.status_code == 200, (coid, r.text)  # a 409 would name the "lost" order
+            assert r.json()["client_order_id"] == coid
+    finally:
+        for c in by_key.values():
+            c.close()
+
+
+def report_full_disk(label: str, load: FullDiskLoad, applied: int, seq_gap: int) -> None:
+    print(
+        f"\nfull disk ({label}): {len(load.acked)} orders answered 2xx, {len(load.halted)} "
+        f"answered 503 ({applied} of them open in memory when it halted; in-memory seq "
+        f"{seq_gap} past the journal), {load.other} other; after restart every 2xx exists, "
+        "no 503 does"
+    )
+
+
+def in_memory_halted(api: Api, load: FullDiskLoad) -> int:
+    """How many orders answered 503 the halted engine holds open in memory (GET shows the
+    engine's state; they were applied, then their journal records were cut)."""
+    open_coids = set()
+    for key in {key for key, _ in load.halted.values()}:
+        with api.as_key(key) as c:
+            r = c.get("/v1/orders")
+            assert r.status_code == 200, r.text
+            open_coids |= {o["client_order_id"] for o in r.json()}
+    return len(open_coids & set(load.halted))
+
+
+@pytest.mark.parametrize(
+    ("fsync", "crash"),
+    [("batch", False), ("always", True), ("off", False)],
+    ids=["batch+sigterm", "always+kill9", "off+sigterm"],
+)
+def test_full_disk_under_load_no_order_answered_503_exists_after_restart(
+    start_service: Any, fsync: str, crash: bool
+) -> None:
+    """RLIMIT_FSIZE set on the running service (`prlimit`): its journal write past the limit
+    fails with EFBIG after a short write, exactly as on a full disk (ENOSPC)."""
+    import resource
+
+    svc: ServiceProcess = start_service(fsync=fsync)
+    api = Api(svc)
+    keys = setup_market(api, accounts=16)
+    journal_size = segments(svc.data_dir)[-1].stat().st_size
+    limit = journal_size + 64 * 1024  # some 400 orders more
+    assert svc.log_path.stat().st_size < limit  # its log (stdout) must not be what fills up
+    assert svc.proc is not None
+    resource.prlimit(svc.proc.pid, resource.RLIMIT_FSIZE, (limit, limit))
+    load = FullDiskLoad({}, {}, set())
+    asyncio.run(orders_until_halted(svc.base_url, keys, load))
+    assert load.acked and load.halted
+    assert any("File too large" in m for m in load.halt_messages), load.halt_messages
+    assert api.http.get("/readyz").status_code == 503
+    applied = in_memory_halted(api, load)
+    seq_in_memory = engine_state(api)["seq"]
+    if crash:
+        svc.kill()
+    else:
+        svc.stop()
+    seq, _, out = verified(svc.data_dir)
+    assert "no torn tail" in out, out
+    journaled = journaled_client_order_ids(svc.data_dir)
+    assert seq < seq_in_memory  # commands were applied, answered 503, and their records cut
+    svc.start()  # no limit any more
+    try:
+        assert engine_state(api)["seq"] == seq
+        check_full_disk_outcome(api, load, journaled)
+    finally:
+        svc.stop()
+    report_full_disk(f"RLIMIT_FSIZE, fsync={fsync}", load, applied, seq_in_memory - seq)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (real ENOSPC for every file of the data dir); skipped where mounting is
+    not permitted (not root, or a container without CAP_SYS_ADMIN)."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (FileNotFoundError, PermissionError):
+        pytest.skip("no mount command")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+
+
+def test_full_disk_on_a_small_tmpfs_no_order_answered_503_exists_after_restart(
+    start_service: Any, small_tmpfs: Path
+) -> None:
+    """The finding's own setup (a small tmpfs, real ENOSPC), and a restart while the disk is
+    still full: the service starts and shows the acknowledged orders; its shutdown snapshot
+    fails for lack of space and leaves nothing behind."""
+    data = small_tmpfs / "data"
+    svc: ServiceProcess = start_service(data_dir=str(data), fsync="batch")
+    api = Api(svc)
+    filler = small_tmpfs / "filler"
+    try:
+        keys = setup_market(api, accounts=16)
+        free = os.statvfs(small_tmpfs).f_bavail * os.statvfs(small_tmpfs).f_frsize
+        assert free > 128 * 1024, free
+        filler.write_bytes(b"\1" * (free - 64 * 1024))  # some 400 orders from full
+        load = FullDiskLoad({}, {}, set())
+        asyncio.run(orders_until_halted(svc.base_url, keys, load))
+        assert load.acked and load.halted
+        assert any("No space left" in m for m in load.halt_messages), load.halt_messages
+        applied = in_memory_halted(api, load)
+        seq_in_memory = engine_state(api)["seq"]
+        svc.stop()
+        journaled = journaled_client_order_ids(data)
+        assert not (set(load.halted) & journaled)
+
+        svc.start()  # still full: recovery writes nothing it needs space for
+        seq = engine_state(api)["seq"]
+        assert seq < seq_in_memory  # applied, answered 503, cut
+        check_acked(api, Load({ans["order_id"]: (key, ans) for key, ans in load.acked.values()}))
+        svc.stop()  # its final snapshot does not fit: logged, no partial file left
+        assert "snapshot at shutdown failed" in svc.log()
+        assert not list(data.glob("snapshot-*"))
+
+        filler.unlink()  # space again
+        svc.start()
+        try:
+            assert engine_state(api)["seq"] == seq
+            check_full_disk_outcome(api, load, journaled)
+        finally:
+            svc.stop()
+        report_full_disk("1 MiB tmpfs, fsync=batch", load, applied, seq_in_memory - seq)
+    finally:
+        svc.stop()

@@ -22,12 +22,12 @@ from service.metrics import Metrics
 from service.settings import Settings
 from service.storage.durable import DurableJournal
 
-ADMIN = {"X-Admin-Token": "halt-admin"}
+ADMIN = {"X-Admin-Token": "halt-admin-token-0123"}
 POISON_ATOMS = 1_337_000_000  # a deposit of 13.37 trips the injected fault
 
 
 async def test_engine_when_apply_raises_halts_and_answers_503_everywhere(tmp_path: Any) -> None:
-    app = create_app(Settings(admin_token="halt-admin", data_dir=tmp_path, redis_url=None))
+    app = create_app(Settings(admin_token="halt-admin-token-0123", data_dir=tmp_path, redis_url=None))
     async with app.router.lifespan_context(app):
         services = app.state.services
         original = services.engine.apply

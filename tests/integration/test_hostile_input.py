@@ -141,7 +141,15 @@ OTHER_CASES: list[tuple[str, str, str, Any, int, str]] = [
         400,
         "INVALID_AMOUNT",
     ),
-    ("withdraw_too_much", "POST", "/v1/withdraw", {"amount": "1e12"}, 400, "INSUFFICIENT_BALANCE"),
+    (
+        "withdraw_too_much",
+        "POST",
+        "/v1/withdraw",
+        {"amount": "1000000000000"},
+        400,
+        "INSUFFICIENT_BALANCE",
+    ),
+    ("withdraw_exponent", "POST", "/v1/withdraw", {"amount": "1e12"}, 400, "INVALID_AMOUNT"),
     ("withdraw_missing", "POST", "/v1/withdraw", {}, 400, "VALIDATION_ERROR"),
     (
         "withdraw_extra",
@@ -187,9 +195,9 @@ OTHER_CASES: list[tuple[str, str, str, Any, int, str]] = [
         413,
         "BODY_TOO_LARGE",
     ),
-    ("cancel_negative_id", "DELETE", "/v1/orders/-1", None, 404, "ORDER_NOT_FOUND"),
-    ("cancel_huge_id", "DELETE", "/v1/orders/" + "9" * 30, None, 404, "ORDER_NOT_FOUND"),
-    ("cancel_text_id", "DELETE", "/v1/orders/abc", None, 400, "VALIDATION_ERROR"),
+    ("cancel_negative_id", "DELETE", "/v1/orders/-1", None, 400, "INVALID_ID"),
+    ("cancel_huge_id", "DELETE", "/v1/orders/" + "9" * 30, None, 400, "INVALID_ID"),
+    ("cancel_text_id", "DELETE", "/v1/orders/abc", None, 400, "INVALID_ID"),
 ]
 
 

@@ -138,13 +138,13 @@ def test_trades_when_a_trade_printed_lists_it_newest_first_without_accounts(api:
     _, maker = api.new_account()
     _, taker = api.new_account()
     with api.as_key(maker) as m, api.as_key(taker) as t:
-        assert order(m, side="sell", qty="0.004", price="60000").status_code == 200
-        r = order(t, side="buy", qty="0.004", price="60000")
+        assert order(m, side="sell", qty="0.004", price="52000").status_code == 200
+        r = order(t, side="buy", qty="0.004", price="52000")
         trade_id = r.json()["fills"][0]["trade_id"]
     trades = api.http.get("/v1/trades/BTC-PERP", params={"limit": 5}).json()
     assert trades[0]["trade_id"] >= trade_id
     mine = next(x for x in trades if x["trade_id"] == trade_id)
-    assert mine["price"] == "60000" and mine["qty"] == "0.004" and mine["taker_side"] == "buy"
+    assert mine["price"] == "52000" and mine["qty"] == "0.004" and mine["taker_side"] == "buy"
     assert not any("account" in k for k in mine)
     assert len(api.http.get("/v1/trades/BTC-PERP", params={"limit": 1}).json()) == 1
 
@@ -191,10 +191,11 @@ def test_admin_deposit_when_account_unknown_answers_404(api: Api) -> None:
         404,
         "ACCOUNT_NOT_FOUND",
     )
+    # 0 (the insurance fund's internal id) is not an id at all: refused at the edge (SPEC §1)
     assert_error(
         api.admin("POST", "/v1/admin/deposit", json={"account_id": 0, "amount": "1"}),
-        404,
-        "ACCOUNT_NOT_FOUND",
+        400,
+        "INVALID_ID",
     )
 
 
@@ -210,7 +211,7 @@ def test_admin_get_account_when_known_matches_account_route(api: Api) -> None:
         mine = c.get("/v1/account").json()
     assert api.admin("GET", f"/v1/admin/accounts/{account_id}").json() == mine
     assert_error(api.admin("GET", "/v1/admin/accounts/999999"), 404, "ACCOUNT_NOT_FOUND")
-    assert_error(api.admin("GET", "/v1/admin/accounts/0"), 404, "ACCOUNT_NOT_FOUND")
+    assert_error(api.admin("GET", "/v1/admin/accounts/0"), 400, "INVALID_ID")
 
 
 def test_admin_adl_policy_when_set_answers_policy(api: Api) -> None:
@@ -309,39 +310,39 @@ def test_place_when_crossing_fills_at_maker_price_with_exact_fees(api: Api) -> N
     maker_id, maker = api.new_account("10000")
     taker_id, taker = api.new_account("10000")
     with api.as_key(maker) as m, api.as_key(taker) as t:
-        rest = order(m, side="sell", qty="0.01", price="61000").json()
-        r = order(t, side="buy", qty="0.02", price="61000.5")
+        rest = order(m, side="sell", qty="0.01", price="51000").json()
+        r = order(t, side="buy", qty="0.02", price="51000.5")
         body = r.json()
         assert body["status"] == "partially_filled"
         assert (body["filled_qty"], body["remaining_qty"], body["avg_price"]) == (
             "0.01",
             "0.01",
-            "61000",
+            "51000",
         )
         fill = body["fills"][0]
-        # notional 610 USD: taker 500 ppm = 0.305, maker 200 ppm = 0.122
+        # notional 510 USD: taker 500 ppm = 0.255, maker 200 ppm = 0.102
         assert (fill["price"], fill["qty"], fill["fee"], fill["liquidity"]) == (
-            "61000",
+            "51000",
             "0.01",
-            "0.305",
+            "0.255",
             "taker",
         )
         maker_order = m.get(f"/v1/orders/{rest['order_id']}").json()
         assert maker_order["status"] == "filled"
         assert (
-            maker_order["fills"][0]["fee"] == "0.122"
+            maker_order["fills"][0]["fee"] == "0.102"
             and maker_order["fills"][0]["liquidity"] == "maker"
         )
-        assert t.get("/v1/account").json()["wallet_balance"] == "9999.695"
-        assert m.get("/v1/account").json()["wallet_balance"] == "9999.878"
+        assert t.get("/v1/account").json()["wallet_balance"] == "9999.745"
+        assert m.get("/v1/account").json()["wallet_balance"] == "9999.898"
         pos = t.get("/v1/positions").json()
         assert [(p["symbol"], p["size"], p["entry_price"]) for p in pos] == [
-            ("BTC-PERP", "0.01", "61000")
+            ("BTC-PERP", "0.01", "51000")
         ]
         # close both sides again so later tests see a clean book and no positions
         t.delete("/v1/orders")
-        order(m, side="buy", qty="0.01", price="61000")
-        closing = order(t, side="sell", qty="0.01", price="61000", reduce_only=True).json()
+        order(m, side="buy", qty="0.01", price="51000")
+        closing = order(t, side="sell", qty="0.01", price="51000", reduce_only=True).json()
         assert closing["status"] == "filled"
     del maker_id, taker_id
 
@@ -357,8 +358,8 @@ def test_place_when_fok_cannot_fill_entirely_answers_canceled_without_fills(api:
     _, maker = api.new_account()
     _, taker = api.new_account()
     with api.as_key(maker) as m, api.as_key(taker) as t:
-        order(m, side="sell", qty="0.01", price="70000", symbol="BTC-PERP")
-        body = order(t, side="buy", qty="5", price="70000", time_in_force="FOK").json()
+        order(m, side="sell", qty="0.01", price="52000", symbol="BTC-PERP")
+        body = order(t, side="buy", qty="5", price="52000", time_in_force="FOK").json()
         assert body["status"] == "canceled" and body["fills"] == []
         m.delete("/v1/orders")
 
@@ -382,9 +383,9 @@ def test_place_when_post_only_would_take_answers_400_would_take(api: Api) -> Non
     _, maker = api.new_account()
     _, taker = api.new_account()
     with api.as_key(maker) as m, api.as_key(taker) as t:
-        order(m, side="sell", qty="0.01", price="71000")
+        order(m, side="sell", qty="0.01", price="52100")
         assert_error(
-            order(t, side="buy", qty="0.01", price="71000", post_only=True), 400, "WOULD_TAKE"
+            order(t, side="buy", qty="0.01", price="52100", post_only=True), 400, "WOULD_TAKE"
         )
         m.delete("/v1/orders")
 
@@ -446,14 +447,14 @@ def test_get_order_when_closed_still_answers_and_unknown_answers_404(api: Api) -
         assert c.get(f"/v1/orders/{o['order_id']}").json()["status"] == "canceled"
         assert_error(c.delete(f"/v1/orders/{o['order_id']}"), 404, "ORDER_NOT_FOUND")
         assert_error(c.get("/v1/orders/987654321"), 404, "ORDER_NOT_FOUND")
-        assert_error(c.get("/v1/orders/abc"), 400, "VALIDATION_ERROR")
+        assert_error(c.get("/v1/orders/abc"), 400, "INVALID_ID")
 
 
 def test_amend_when_qty_lowered_keeps_order_and_when_price_crosses_matches(api: Api) -> None:
     _, maker = api.new_account()
     _, key = api.new_account()
     with api.as_key(maker) as m, api.as_key(key) as c:
-        o = order(c, side="buy", qty="0.03", price="44000").json()
+        o = order(c, side="buy", qty="0.03", price="48000").json()
         r = c.patch(f"/v1/orders/{o['order_id']}", json={"qty": "0.02"})
         assert r.status_code == 200, r.text
         assert (r.json()["qty"], r.json()["remaining_qty"], r.json()["status"]) == (
@@ -461,18 +462,18 @@ def test_amend_when_qty_lowered_keeps_order_and_when_price_crosses_matches(api: 
             "0.02",
             "new",
         )
-        ask = order(m, side="sell", qty="0.01", price="44100").json()
-        crossed = c.patch(f"/v1/orders/{o['order_id']}", json={"price": "44100"}).json()
-        assert crossed["status"] == "partially_filled" and crossed["fills"][0]["price"] == "44100"
+        ask = order(m, side="sell", qty="0.01", price="48100").json()
+        crossed = c.patch(f"/v1/orders/{o['order_id']}", json={"price": "48100"}).json()
+        assert crossed["status"] == "partially_filled" and crossed["fills"][0]["price"] == "48100"
         assert m.get(f"/v1/orders/{ask['order_id']}").json()["status"] == "filled"
         assert_error(c.patch(f"/v1/orders/{o['order_id']}", json={}), 400, "NOTHING_TO_AMEND")
         assert_error(
-            c.patch(f"/v1/orders/{o['order_id']}", json={"price": "44100.05"}), 400, "INVALID_PRICE"
+            c.patch(f"/v1/orders/{o['order_id']}", json={"price": "48100.05"}), 400, "INVALID_PRICE"
         )
         assert_error(c.patch("/v1/orders/987654321", json={"qty": "1"}), 404, "ORDER_NOT_FOUND")
         c.delete("/v1/orders")
-        order(m, side="buy", qty="0.01", price="44100")
-        order(c, side="sell", qty="0.01", price="44100", reduce_only=True)
+        order(m, side="buy", qty="0.01", price="48100")
+        order(c, side="sell", qty="0.01", price="48100", reduce_only=True)
 
 
 def test_account_and_positions_when_long_show_margins_and_liquidation_price(api: Api) -> None:

@@ -11,13 +11,13 @@ from api.app import create_app
 from service.publisher import ADL_STREAM, EVENTS_STREAM, MemoryEventStore
 from service.settings import Settings
 
-ADMIN = {"X-Admin-Token": "mem-admin"}
+ADMIN = {"X-Admin-Token": "mem-admin-token-01234"}
 
 
 async def test_memory_store_when_redis_unset_keeps_every_event_formatted_like_redis(
     tmp_path: Any,
 ) -> None:
-    app = create_app(Settings(admin_token="mem-admin", data_dir=tmp_path, redis_url=None))
+    app = create_app(Settings(admin_token="mem-admin-token-01234", data_dir=tmp_path, redis_url=None))
     async with app.router.lifespan_context(app):
         store = app.state.services.publisher
         assert isinstance(store, MemoryEventStore)
@@ -53,7 +53,16 @@ async def test_memory_store_when_redis_unset_keeps_every_event_formatted_like_re
             await c.post(
                 "/v1/orders",
                 headers=a,
-                json={"symbol": "BTC-PERP", "side": "buy", "type": "market", "qty": "0.3"},
+                # an IOC at the mark: a market order at 20x could not pay its open loss at
+                # the band limit (SPEC §3) on top of the initial margin
+                json={
+                    "symbol": "BTC-PERP",
+                    "side": "buy",
+                    "type": "limit",
+                    "qty": "0.3",
+                    "price": "50000",
+                    "time_in_force": "IOC",
+                },
             )
             await c.post(
                 "/v1/orders",
@@ -74,7 +83,7 @@ async def test_memory_store_when_redis_unset_keeps_every_event_formatted_like_re
                     "side": "sell",
                     "type": "limit",
                     "qty": "0.001",
-                    "price": "60000",
+                    "price": "52000",
                 },
             )
             crash = (

@@ -34,6 +34,10 @@ LIQUIDATION = {
     "mark_price": "45000",
     "equity_before": "-7.5",
     "insurance_fund_delta": "0",
+    "book_fill_qty": "0",
+    "book_fill_avg_price": None,  # nothing filled in the book
+    "adl_qty": "0.3",
+    "bad_debt": "0",
 }
 ADL_BOB = {
     "symbol": "BTC-PERP",
@@ -44,6 +48,8 @@ ADL_BOB = {
     "price": "45025",
     "realized_pnl": "995",
     "position_after": "0",
+    "haircut": "5",  # buys back 0.2 at 45025 against the mark 45000: 0.2 x 25
+    "policy": "queue",
     "rank": 1,
 }
 ADL_CAROL = {
@@ -51,6 +57,7 @@ ADL_CAROL = {
     "counterparty_account_id": 3,
     "qty": "0.1",
     "realized_pnl": "497.5",
+    "haircut": "2.5",
     "rank": 2,
 }
 
@@ -186,7 +193,7 @@ async def test_crash_when_long_is_bankrupt_liquidates_and_adl_reaches_http_ws_an
     assert (wallets[alice]["wallet_balance"], wallets[alice]["positions"]) == ("0", [])
     assert (wallets[bob]["wallet_balance"], wallets[bob]["positions"]) == ("2993", [])
     assert (wallets[carol]["wallet_balance"], wallets[carol]["positions"]) == ("100496.5", [])
-    assert api.http.get("/v1/insurance-fund").json() == {"balance": "0"}
+    assert api.http.get("/v1/insurance-fund").json() == {"balance": "0", "bad_debt": "0"}
 
     # Redis: exchange:adl holds exactly the two fills, ids <seq>-0, fields type/data
     r = redis_server.client_for(url)

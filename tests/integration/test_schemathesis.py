@@ -33,7 +33,7 @@ def fuzz_target(start_service: Any) -> tuple[Api, str]:
 # collection time); the first test checks that the live /openapi.json is this document.
 # (schemathesis.pytest.from_fixture would load it from the server, but its lazy subtests
 # do not run under pytest 9.)
-OPENAPI = create_app(Settings(admin_token="unused")).openapi()
+OPENAPI = create_app(Settings(admin_token="unused-admin-token")).openapi()
 schema = schemathesis.openapi.from_dict(OPENAPI)
 
 

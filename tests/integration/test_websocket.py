@@ -93,16 +93,16 @@ async def test_trades_and_account_channels_when_a_trade_prints_carry_public_and_
         await other.control("authenticated")
         with api.as_key(maker) as m, api.as_key(taker) as t:
             await asyncio.to_thread(
-                m.post, "/v1/orders", json={**SELL, "qty": "0.01", "price": "62000"}
+                m.post, "/v1/orders", json={**SELL, "qty": "0.01", "price": "52000"}
             )
             r = await asyncio.to_thread(
-                t.post, "/v1/orders", json={**BUY, "qty": "0.01", "price": "62000"}
+                t.post, "/v1/orders", json={**BUY, "qty": "0.01", "price": "52000"}
             )
             order_id = r.json()["order_id"]
             trade = await pub.expect(lambda m: m["channel"] == "trades:BTC-PERP")
             assert {k: trade["data"][k] for k in ("type", "price", "qty", "taker_side")} == {
                 "type": "trade",
-                "price": "62000",
+                "price": "52000",
                 "qty": "0.01",
                 "taker_side": "buy",
             }
@@ -123,9 +123,9 @@ async def test_trades_and_account_channels_when_a_trade_prints_carry_public_and_
                 "order_id": order_id,
                 "symbol": "BTC-PERP",
                 "side": "buy",
-                "price": "62000",
+                "price": "52000",
                 "qty": "0.01",
-                "fee": "0.31",
+                "fee": "0.26",
                 "liquidity": "taker",
                 "remaining_qty": "0",
             }
@@ -141,15 +141,15 @@ async def test_trades_and_account_channels_when_a_trade_prints_carry_public_and_
                 maker_fill["data"]["liquidity"],
                 maker_fill["data"]["side"],
                 maker_fill["data"]["fee"],
-            ) == ("maker", "sell", "0.124")
+            ) == ("maker", "sell", "0.104")
             # flatten again
             await asyncio.to_thread(
-                m.post, "/v1/orders", json={**BUY, "qty": "0.01", "price": "62000"}
+                m.post, "/v1/orders", json={**BUY, "qty": "0.01", "price": "52000"}
             )
             await asyncio.to_thread(
                 t.post,
                 "/v1/orders",
-                json={**SELL, "qty": "0.01", "price": "62000", "reduce_only": True},
+                json={**SELL, "qty": "0.01", "price": "52000", "reduce_only": True},
             )
         await priv.drain()
         await other.drain()

@@ -361,9 +361,15 @@ async def test_adl_quantile_when_another_symbol_moves_equity_is_pushed_for_the_r
         await wz.wait_for(lambda m: _pushed(wz, "BTC-PERP")[-1:] == [2])
         if move == "eth_mark":
             api.set_mark("ETH-PERP", "400")
-        else:  # Z sells its ETH long far below the mark: a realized loss of 600
-            order(kw, "ETH-PERP", "buy", "1", "400")
-            order(kz, "ETH-PERP", "sell", "1", "400", reduce_only=True)
+        else:  # Z buys 11 ETH more and sells all 12 at the price band's edge (mark 1000 - 5%):
+            # a realized loss of 12 x 50 = 600
+            order(kw, "ETH-PERP", "sell", "11", "1000")
+            order(kz, "ETH-PERP", "buy", "11", "1000")
+            # one ETH at a time: each sell adds 50 of open loss (SPEC §3), which Z's available
+            # covers, and its fill frees 100 of initial margin
+            for _ in range(12):
+                order(kw, "ETH-PERP", "buy", "1", "950")
+                order(kz, "ETH-PERP", "sell", "1", "950", reduce_only=True)
         assert (_rest_quantile(api, kx, "BTC-PERP"), _rest_quantile(api, kz, "BTC-PERP")) == (2, 4)
         await wx.wait_for(lambda m: _pushed(wx, "BTC-PERP")[-1:] == [2])
         await wz.wait_for(lambda m: _pushed(wz, "BTC-PERP")[-1:] == [4])

@@ -21,12 +21,12 @@ with warnings.catch_warnings():  # the in-process WebSocket client asks for http
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-ADMIN = {"X-Admin-Token": "halt-admin"}
+ADMIN = {"X-Admin-Token": "halt-admin-token-0123"}
 POISON = "13.37"
 
 
 def test_subscribe_after_a_halt_mid_command_gets_book_and_mark_snapshots(tmp_path: Path) -> None:
-    app = create_app(Settings(admin_token="halt-admin", data_dir=tmp_path, redis_url=None))
+    app = create_app(Settings(admin_token="halt-admin-token-0123", data_dir=tmp_path, redis_url=None))
     with TestClient(app) as client:
         services = app.state.services
         original = services.engine.apply

@@ -323,17 +323,60 @@ def spec_initial_margin_atoms(engine: Engine, account_id: int, extra: dict[str, 
     return total
 
 
-def spec_order_passes_margin(engine: Engine, account_id: int, symbol: str, add_buy: int, add_sell: int) -> bool:
-    """SPEC §3: accepted if it does not raise max(|q + B|, |q - S|), or if available >= 0 after it."""
+SPEC_PRICE_BAND = Fraction(5, 100)  # §3: limit buys at most M * 1.05, sells at least M * 0.95
+SPEC_MARKET_BAND = Fraction(5, 100)  # §4
+
+
+def spec_order_open_loss_atoms(symbol: str, side: str, price_ticks: int, qty_lots: int, mark_ticks: int) -> int:
+    """§3: buys qty * max(0, price - M), sells qty * max(0, M - price), rounded up to the atom."""
+    gap = price_ticks - mark_ticks if side == "buy" else mark_ticks - price_ticks
+    loss = spec_notional_atoms(symbol, qty_lots, max(0, gap))
+    return -((-loss.numerator) // loss.denominator)
+
+
+def spec_market_limit_ticks(side: str, mark_ticks: int) -> int:
+    """§3: a market order is valued at its band limit: floor(M * 1.05) / ceil(M * 0.95)."""
+    if side == "buy":
+        x = mark_ticks * (1 + SPEC_MARKET_BAND)
+        return x.numerator // x.denominator
+    x = mark_ticks * (1 - SPEC_MARKET_BAND)
+    return -((-x.numerator) // x.denominator)
+
+
+def spec_open_loss_atoms(engine: Engine, account_id: int) -> int:
+    """Sum of the open loss of the account's resting orders at today's marks."""
+    return sum(
+        spec_order_open_loss_atoms(o.symbol, o.side, o.price_ticks, o.remaining_lots, engine.marks[o.symbol])
+        for o in engine.accounts[account_id].open_orders.values()
+    )
+
+
+def spec_in_price_band(side: str, price_ticks: int, mark_ticks: int) -> bool:
+    """§3 price band on the aggressive side (exact comparison)."""
+    if side == "buy":
+        return price_ticks <= mark_ticks * (1 + SPEC_PRICE_BAND)
+    return price_ticks >= mark_ticks * (1 - SPEC_PRICE_BAND)
+
+
+def spec_order_passes_margin(
+    engine: Engine, account_id: int, symbol: str, add_buy: int, add_sell: int, add_loss: int = 0
+) -> bool:
+    """SPEC §3: accepted if it does not raise max(|q + B|, |q - S|) and adds no open loss, or if
+    available = equity - IM - open loss >= 0 after it (`add_loss`: the open loss it adds)."""
     acct = engine.accounts[account_id]
     q = acct.positions[symbol].size_lots if symbol in acct.positions else 0
     b = sum(o.remaining_lots for o in acct.open_orders.values() if o.symbol == symbol and o.side == "buy")
     s = sum(o.remaining_lots for o in acct.open_orders.values() if o.symbol == symbol and o.side == "sell")
     before = max(abs(q + b), abs(q - s))
     after = max(abs(q + b + add_buy), abs(q - s - add_sell))
-    if after <= before:
+    if after <= before and add_loss <= 0:
         return True
-    available = spec_equity_atoms(engine, account_id) - spec_initial_margin_atoms(engine, account_id, {symbol: (add_buy, add_sell)})
+    available = (
+        spec_equity_atoms(engine, account_id)
+        - spec_initial_margin_atoms(engine, account_id, {symbol: (add_buy, add_sell)})
+        - spec_open_loss_atoms(engine, account_id)
+        - add_loss
+    )
     return available >= 0
 
 

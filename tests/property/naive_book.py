@@ -17,6 +17,10 @@ Model:
   FOK leaves no trace (no fills, no self-trade cancels);
 - a market order is an IOC (a FOK if asked for) whose limit is the mark moved by the band
   (rounded to the tick inside the band: down for a buyer, up for a seller);
+- price band (SPEC §3): a limit buy priced above mark x (1 + band), or a sell below
+  mark x (1 - band), is rejected `PRICE_OUT_OF_BAND` (after the post-only/time-in-force check,
+  before WOULD_TAKE); an amend that moves the price or raises the qty is checked the same
+  way (after its WOULD_TAKE check);
 - amend: `qty` is the new total (filled included). Lowering it at the same price keeps the
   order where it is; any other change takes the order out and sends it in again as a taker
   at its new price, so a crossing amend trades at the resting orders' prices, and its rest
@@ -61,8 +65,9 @@ class RefResult:
 class NaiveBook:
     """Plain-list price-time priority book with the SPEC §4 order types."""
 
-    def __init__(self, market_band_ppm: int = 50_000) -> None:
+    def __init__(self, market_band_ppm: int = 50_000, price_band_ppm: int = 50_000) -> None:
         self.market_band = Fraction(market_band_ppm, 1_000_000)
+        self.price_band = Fraction(price_band_ppm, 1_000_000)
         self.resting: list[RefOrder] = []
         self.clock = 0
 
@@ -139,6 +144,8 @@ class NaiveBook:
             assert price_ticks is not None
             if post_only and time_in_force != "GTC":
                 return RefResult(rejected="POST_ONLY_NOT_ALLOWED")
+            if not self.in_band(side, price_ticks, mark_ticks):
+                return RefResult(rejected="PRICE_OUT_OF_BAND")
             if post_only and self.would_cross(side, price_ticks):
                 return RefResult(rejected="WOULD_TAKE")
             limit = price_ticks
@@ -178,7 +185,22 @@ class NaiveBook:
         self.resting = [o for o in self.resting if o.account_id != account_id]
         return RefResult(canceled=[(o.order_id, o.remaining_lots, "user") for o in mine])
 
-    def amend(self, account_id: int, order_id: int, price_ticks: int | None, qty_lots: int | None) -> RefResult:
+    def in_band(self, side: str, price_ticks: int, mark_ticks: int | None) -> bool:
+        """SPEC §3's price band on the aggressive side (no band without a mark or at 0)."""
+        if mark_ticks is None or not self.price_band:
+            return True
+        if side == "buy":
+            return price_ticks <= mark_ticks * (1 + self.price_band)
+        return price_ticks >= mark_ticks * (1 - self.price_band)
+
+    def amend(
+        self,
+        account_id: int,
+        order_id: int,
+        price_ticks: int | None,
+        qty_lots: int | None,
+        mark_ticks: int | None = None,
+    ) -> RefResult:
         o = self.find(order_id)
         if o is None or o.account_id != account_id:
             return RefResult(rejected="ORDER_NOT_FOUND")
@@ -191,6 +213,9 @@ class NaiveBook:
             return RefResult(rejected="NOTHING_TO_AMEND")
         if o.post_only and self.would_cross(o.side, new_price):
             return RefResult(rejected="WOULD_TAKE")
+        moves = new_price != o.price_ticks or new_total > o.total_lots
+        if moves and not self.in_band(o.side, new_price, mark_ticks):
+            return RefResult(rejected="PRICE_OUT_OF_BAND")
         o.total_lots = new_total
         if new_price == o.price_ticks and new_remaining < o.remaining_lots:
             o.remaining_lots = new_remaining  # same place in the queue

@@ -174,7 +174,7 @@ class BookVsReference(RuleBasedStateMachine):
         oid = self._pick_order(data)
         aid = self._pick_actor(data, oid)
         events = self.log.apply(c.AmendOrder(aid, oid, price, qty, ts_ns=self.log.next_ts()))
-        self._compare(events, self.ref.amend(aid, oid, price, qty))
+        self._compare(events, self.ref.amend(aid, oid, price, qty, self.mark))
 
     @rule(mark=MARKS)
     def move_mark(self, mark: int) -> None:

@@ -45,9 +45,12 @@ from exchange_harness import (
     scaled,
     spec_adl_order,
     spec_equity_atoms,
+    spec_in_price_band,
     spec_liquidation_order,
     spec_maintenance_atoms,
+    spec_market_limit_ticks,
     spec_notional_atoms,
+    spec_order_open_loss_atoms,
     spec_order_passes_margin,
     usd_atoms,
 )
@@ -82,6 +85,8 @@ LEVERAGES = st.sampled_from([50, 20, 25, 10])
 SIZE_PCTS = st.sampled_from([100, 90, 60, 30])
 SHOCKS_PPM = st.sampled_from([100_000, 25_000, 250_000, 50_000, 15_000, 8_000])
 CLIENT_IDS = st.none() | st.sampled_from(["a", "b", "c"])
+# Prices at and around the 5% price band (SPEC §3), on both sides of the mark.
+BAND_EDGES_BP = st.sampled_from([500, 501, -500, -501, 800, -800, 2000])
 # The market maker's opening quotes: (symbol, side, basis points away from the mark). Asks start
 # at the mark itself, so that positions opened there have zero PnL and tie in the ADL ranking.
 LADDER_QTYS = st.sampled_from([100, 30, 300, 5, 0, 0])  # lots; x10 for the two levels nearest the mark
@@ -119,6 +124,7 @@ class RiskMachine(RuleBasedStateMachine):
         self.withdrawn = 0
         self.topped_up = 0
         self.fees = 0
+        self.bad_debt = 0
         self.wallet_seen: dict[int, int] = {0: 0}
         self.position_seen: dict[tuple[int, str], tuple[int, int]] = {}
         self.order_seen: dict[int, tuple[int, int]] = {}  # order_id -> (account_id, remaining lots)
@@ -176,6 +182,7 @@ class RiskMachine(RuleBasedStateMachine):
         before = public_fingerprint(self.engine)
         fund_before = self.engine.insurance_fund.wallet_atoms
         margin_ok = self._spec_margin_verdict(command)
+        band_ok = self._spec_band_verdict(command)
         liquidation_order = self._spec_liquidation_order_after(command)
         events = self.log.apply(command)  # seq continuity + check_invariants()
         reason = rejection_of(events)
@@ -184,6 +191,10 @@ class RiskMachine(RuleBasedStateMachine):
             self.run_counts["rejection:" + reason] += 1
         if margin_ok is not None and reason in (None, "INSUFFICIENT_MARGIN"):
             assert margin_ok == (reason is None), f"SPEC §3 pre-trade check says {margin_ok}, engine {reason}"
+        if band_ok is False:  # SPEC §3: never accepted out of the band
+            assert reason is not None, "order out of the price band accepted"
+        if reason == "PRICE_OUT_OF_BAND":
+            assert band_ok is False, "PRICE_OUT_OF_BAND for a price inside the band"
         if liquidation_order is not None:
             first_seen = list(dict.fromkeys(e.account_id for e in events if isinstance(e, ev.AccountLiquidated)))
             initially_below = [aid for aid in first_seen if aid in liquidation_order]
@@ -211,7 +222,16 @@ class RiskMachine(RuleBasedStateMachine):
                 size = acct.size(command.symbol)
                 qty = min(qty, abs(size))
             buy = command.side == c.BUY
-            return spec_order_passes_margin(engine, acct.account_id, command.symbol, qty if buy else 0, 0 if buy else qty)
+            mark = engine.marks[command.symbol]
+            price = command.price_ticks
+            if command.order_type == c.MARKET:
+                price = spec_market_limit_ticks(command.side, mark)
+            if price is None or price <= 0:
+                return None
+            loss = spec_order_open_loss_atoms(command.symbol, command.side, price, qty, mark)
+            return spec_order_passes_margin(
+                engine, acct.account_id, command.symbol, qty if buy else 0, 0 if buy else qty, loss
+            )
         if isinstance(command, c.AmendOrder):
             acct = engine.accounts.get(command.account_id)
             order = acct.open_orders.get(command.order_id) if acct is not None else None
@@ -219,7 +239,33 @@ class RiskMachine(RuleBasedStateMachine):
                 return None
             delta = command.qty_lots - order.filled_lots - order.remaining_lots
             buy = order.side == c.BUY
-            return spec_order_passes_margin(engine, acct.account_id, order.symbol, delta if buy else 0, 0 if buy else delta)
+            mark = engine.marks[order.symbol]
+            price = order.price_ticks if command.price_ticks is None else command.price_ticks
+            loss = spec_order_open_loss_atoms(
+                order.symbol, order.side, price, order.remaining_lots + delta, mark
+            ) - spec_order_open_loss_atoms(order.symbol, order.side, order.price_ticks, order.remaining_lots, mark)
+            return spec_order_passes_margin(
+                engine, acct.account_id, order.symbol, delta if buy else 0, 0 if buy else delta, loss
+            )
+        return None
+
+    def _spec_band_verdict(self, command: Any) -> bool | None:
+        """For a limit place, or an amend that moves the price or raises the qty: in the band?"""
+        engine = self.engine
+        if isinstance(command, c.PlaceOrder):
+            if command.order_type != c.LIMIT or command.symbol not in engine.marks or not command.price_ticks:
+                return None
+            return spec_in_price_band(command.side, command.price_ticks, engine.marks[command.symbol])
+        if isinstance(command, c.AmendOrder):
+            acct = engine.accounts.get(command.account_id)
+            order = acct.open_orders.get(command.order_id) if acct is not None else None
+            if order is None:
+                return None
+            price = order.price_ticks if command.price_ticks is None else command.price_ticks
+            raised = command.qty_lots is not None and command.qty_lots > order.qty_lots
+            if price == order.price_ticks and not raised:
+                return None
+            return spec_in_price_band(order.side, price, engine.marks[order.symbol])
         return None
 
     def _spec_liquidation_order_after(self, command: Any) -> list[int] | None:
@@ -258,6 +304,9 @@ class RiskMachine(RuleBasedStateMachine):
                 self.wallet_seen[0] = e.balance_atoms
             elif isinstance(e, ev.NegativeBalanceCovered):
                 self.wallet_seen[e.account_id] = e.wallet_balance_atoms
+                assert e.wallet_balance_atoms == 0
+                self.bad_debt += e.bad_debt_atoms
+                self.run_counts["flat account deficit covered"] += 1
             elif isinstance(e, ev.OrderAccepted):
                 self.order_seen[e.order_id] = (e.account_id, e.qty_lots)
                 if e.client_order_id is not None:
@@ -313,14 +362,24 @@ class RiskMachine(RuleBasedStateMachine):
                 self.wallet_seen[e.account_id] = e.wallet_balance_atoms
             elif isinstance(e, ev.PositionDeleveraged):
                 assert e.qty_lots > 0
+                # §6 haircut: the fill value against closing at the mark, exact to the atom
+                at_mark = spec_notional_atoms(e.symbol, e.qty_lots, self.engine.marks[e.symbol])
+                expected = e.value_atoms - at_mark if e.side == "short" else at_mark - e.value_atoms
+                assert e.haircut_atoms == expected, e
+                if e.haircut_atoms > 0:
+                    self.run_counts["adl haircut > 0"] += 1
                 deleveraged.add(e.counterparty_account_id)
                 assert e.counterparty_account_id not in (0, e.liquidated_account_id)
                 adl_lots[(e.liquidated_account_id, e.symbol)] += e.qty_lots
                 adl_ranks.setdefault((e.liquidated_account_id, e.symbol), []).append((e.policy, e.rank))
             elif isinstance(e, ev.AccountLiquidated):
+                self.bad_debt += e.bad_debt_atoms
+                if e.bad_debt_atoms:
+                    self.run_counts["bad debt"] += 1
+                assert (e.book_fill_avg_price_e8 is None) == (e.book_fill_lots == 0)
                 key = (e.account_id, e.symbol)
                 assert adl_lots.pop(key, 0) == e.adl_lots
-                assert e.book_filled_lots + e.adl_lots == abs(e.qty_lots)
+                assert e.book_fill_lots + e.adl_lots == abs(e.qty_lots)
                 ranks = adl_ranks.pop(key, [])
                 if ranks and ranks[0][0] == c.ADL_QUEUE:
                     assert [r for _, r in ranks] == list(range(1, len(ranks) + 1)), ranks
@@ -328,9 +387,9 @@ class RiskMachine(RuleBasedStateMachine):
                     self.run_counts["multi-symbol liquidation"] += 1
                 if e.account_id in deleveraged:
                     self.run_counts["cascade: ADL counterparty liquidated"] += 1
-                if e.book_filled_lots:
+                if e.book_fill_lots:
                     self.run_counts["liquidation filled in the book"] += 1
-                if e.book_filled_lots and e.adl_lots:
+                if e.book_fill_lots and e.adl_lots:
                     self.run_counts["liquidation split book + ADL"] += 1
                 if e.equity_before_atoms < 0:
                     self.run_counts["bankrupt liquidation"] += 1
@@ -354,12 +413,8 @@ class RiskMachine(RuleBasedStateMachine):
 
     def _check_nobody_below_maintenance(self) -> None:
         for aid, acct in self.engine.accounts.items():
-            if aid and not acct.positions and acct.wallet_atoms < 0:
-                # Reachable through ADL at a bankruptcy price beyond the mark (see
-                # test_adl_when_it_closes_a_counterparty_flat_at_a_loss_...). The insurance fund
-                # covers such a deficit as far as it can: a debt may only remain once it is empty.
-                assert self.engine.insurance_fund.wallet_atoms == 0, f"fund left account {aid} in debt"
-                self.run_counts["flat account left with a negative wallet"] += 1
+            # §5 step 5 / §7: ADL never leaves anyone below zero; flat deficits are covered
+            assert spec_equity_atoms(self.engine, aid) >= 0, f"account {aid} ends with negative equity"
             if aid == 0 or not acct.positions:
                 continue
             eq = equity_atoms(acct, self.engine.instruments, self.engine.marks)
@@ -377,7 +432,9 @@ class RiskMachine(RuleBasedStateMachine):
             held += acct.wallet_atoms - sum(p.entry_value_atoms for p in acct.positions.values())
             for sym, p in acct.positions.items():
                 sizes[sym] += p.size_lots
-        assert held + self.fees == self.deposited + self.topped_up - self.withdrawn
+        # §7 with bad debt: what the fund could not pay is a system deficit
+        assert self.bad_debt == self.engine.bad_debt_atoms
+        assert held + self.fees == self.deposited + self.topped_up - self.withdrawn + self.bad_debt
         assert all(v == 0 for v in sizes.values()), sizes
 
     # -- helpers -------------------------------------------------------------------------
@@ -427,7 +484,7 @@ class RiskMachine(RuleBasedStateMachine):
     # -- rules: trading ------------------------------------------------------------------
 
     @precondition(lambda self: bool(self.account_ids))
-    @rule(who=WHO, sym=SYMBOLS, side=SIDES, kind=ORDER_KINDS, offset_bp=st.integers(-300, 300),
+    @rule(who=WHO, sym=SYMBOLS, side=SIDES, kind=ORDER_KINDS, offset_bp=st.integers(-300, 300) | BAND_EDGES_BP,
           qty=st.integers(1, 300), reduce_only=st.sampled_from([False, False, True]), stp=STPS, coid=CLIENT_IDS)
     def place(self, who: int, sym: str, side: str, kind: str, offset_bp: int, qty: int, reduce_only: bool,
               stp: str, coid: str | None) -> None:
@@ -478,7 +535,7 @@ class RiskMachine(RuleBasedStateMachine):
         self._do(c.CancelAllOrders(self._aid(who), sym))
 
     @precondition(lambda self: bool(self.ever_placed))
-    @rule(data=st.data(), offset_bp=st.none() | st.integers(-300, 300), qty=st.none() | st.integers(1, 400))
+    @rule(data=st.data(), offset_bp=st.none() | st.integers(-300, 300) | BAND_EDGES_BP, qty=st.none() | st.integers(1, 400))
     def amend(self, data: st.DataObject, offset_bp: int | None, qty: int | None) -> None:
         aid, oid = data.draw(st.sampled_from(self.ever_placed), label="order")
         order = self.engine.find_order(aid, oid)
@@ -567,7 +624,7 @@ class RiskMachine(RuleBasedStateMachine):
         REACHED.update(self.run_counts)
         event(f"liquidations: {min(liquidations, 3)}{'+' if liquidations > 3 else ''}")
         event(f"adl fills: {min(adl, 3)}{'+' if adl > 3 else ''}")
-        for label in ("cascade: ADL counterparty liquidated", "flat account left with a negative wallet"):
+        for label in ("cascade: ADL counterparty liquidated", "bad debt", "flat account deficit covered"):
             if self.run_counts[label]:
                 event(label)
 
@@ -605,8 +662,9 @@ def test_risk_machine_when_derandomized_reaches_liquidation_and_adl() -> None:
 # negative equity over both positions by maintenance share, so ETH (whose mark did not move)
 # is taken over at a bankruptcy price *above* the ETH mark. With no ETH bids, ADL closes the
 # ETH shorts at that price: they lose against the mark. A leveraged short is pushed under
-# maintenance (a cascade, which the engine must liquidate in the same command) or, when ADL
-# closes it completely, left flat with a negative wallet.
+# maintenance (a cascade, which the engine must liquidate in the same command) or, when closing
+# at that price would leave it below zero, its fill is valued at zero equity and the fund (or,
+# when the fund is empty, bad debt) pays the difference (SPEC §5 step 5).
 
 
 def _cross_margin_bankruptcy(a_usd: int, b_usd: int, btc_lots: int, eth_lots_to_a: int,
@@ -674,11 +732,23 @@ def test_cross_margin_bankruptcy_when_counterparty_pushed_under_it_is_liquidated
     assert not m.engine.accounts[3].positions
 
 
-def test_adl_when_it_closes_a_counterparty_flat_at_a_loss_leaves_no_account_below_maintenance() -> None:
-    """SPEC §5 read literally: the loop repeats until no account has equity < maintenance (0 when
-    flat). ADL at a cross-margin bankruptcy price beyond the mark can close a counterparty flat
-    with a negative wallet; the insurance fund covers that deficit as any bankruptcy loss."""
+def test_adl_when_bankruptcy_price_would_push_counterparty_below_zero_fill_stops_at_zero_equity() -> None:
+    """SPEC §5 step 5: ADL at a cross-margin bankruptcy price beyond the mark would close B flat
+    with a negative wallet. Instead B's fill is valued so that its equity ends at exactly 0 and
+    the insurance fund pays the difference; with 1,000 USD in the fund, no bad debt."""
     m = _cross_margin_bankruptcy(**dict(FLAT_AT_A_LOSS, fund_usd=1_000))
     b = m.engine.accounts[3]
-    assert not b.positions
-    assert equity_atoms(b, m.engine.instruments, m.engine.marks) >= 0
+    assert not b.positions and b.wallet_atoms == 0
+    assert m.engine.bad_debt_atoms == 0 and m.run_counts["adl haircut > 0"] == 2
+    assert m.engine.insurance_fund.wallet_atoms < usd_atoms(1_000)
+
+
+def test_adl_when_fund_is_empty_what_it_cannot_pay_is_bad_debt_and_conservation_holds() -> None:
+    """The same with an empty fund: B still ends at 0, the difference is bad debt (a system
+    deficit), counted on the liquidation event and in the conservation check after every step."""
+    m = _cross_margin_bankruptcy(**FLAT_AT_A_LOSS)
+    b = m.engine.accounts[3]
+    assert not b.positions and b.wallet_atoms == 0
+    assert m.engine.insurance_fund.wallet_atoms == 0
+    assert m.engine.bad_debt_atoms > 0 and m.run_counts["bad debt"] == 1
+    assert m.bad_debt == m.engine.bad_debt_atoms  # rebuilt from the events alone

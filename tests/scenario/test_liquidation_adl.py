@@ -22,7 +22,9 @@ def _long_wiped_out_setup(sim: Sim) -> dict[str, int]:
         "carol": sim.account(1000),
         "dave": sim.account(5000),
         "lee": sim.account(10000),
-        "alice": sim.account(1100),
+        # 20x: her sweep up to 10200 needs IM 10000/20 = 500 + open loss 1 x (10200 - 10000)
+        # = 200 (SPEC §3) = 700 <= 1100 (at the default 10x it would need 1200)
+        "alice": sim.account(1100, {BTC: 20}),
     }
     sim.limit(ids["bob"], BTC, "sell", "0.5", 10000)
     sim.limit(ids["carol"], BTC, "sell", "0.3", 10100)
@@ -94,7 +96,7 @@ def test_crash_when_long_wiped_out_into_empty_book_adl_queue_closes_shorts_by_ra
     (liq,) = sim.of_type(evs, "liquidation")
     assert (liq.account_id, liq.qty_lots, liq.bankruptcy_price_e8) == (ids["alice"], 1000, e8("8975.035"))
     assert (liq.equity_before_atoms, liq.insurance_fund_delta_atoms) == (atoms("24.965"), 0)
-    assert (liq.book_filled_lots, liq.adl_lots) == (0, 1000)
+    assert (liq.book_fill_lots, liq.adl_lots) == (0, 1000)
 
 
 def _single_long(sim: Sim, fund: str = "0", bid: str | None = None) -> dict[str, int]:
@@ -125,7 +127,7 @@ def test_liquidation_when_fund_can_pay_fund_buys_down_to_a_bid_below_bankruptcy(
     (liq,) = sim.of_type(evs, "liquidation")
     assert liq.insurance_fund_delta_atoms == -atoms("55")
     assert liq.bankruptcy_price_e8 == e8("8905")
-    assert (liq.book_filled_lots, liq.adl_lots) == (1000, 0)
+    assert (liq.book_fill_lots, liq.adl_lots) == (1000, 0)
     (trade,) = sim.of_type(evs, "trade")
     assert (trade.price_ticks, trade.taker_account_id, trade.taker_fee_atoms) == (88500, 0, 0)
 
@@ -303,7 +305,7 @@ def test_adl_after_many_fund_fills_closes_at_bankruptcy_value_rounded_once() -> 
     evs = sim.mark(BTC, 8940)
     (liq,) = sim.of_type(evs, "liquidation")
     bv = 890_499_999_998
-    assert (liq.bankruptcy_value_atoms, liq.book_filled_lots, liq.adl_lots) == (bv, 40, 960)
+    assert (liq.bankruptcy_value_atoms, liq.book_fill_lots, liq.adl_lots) == (bv, 40, 960)
     assert len(sim.of_type(evs, "trade")) == 40
     # The fund's 40 lots carry floor(bv * 40/1000) = floor(35,619,999,999.92) of entry,
     # attributed once over all forty fills: its gain 40 * 8.92 USD - that = 0.60000001.

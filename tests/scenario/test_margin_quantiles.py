@@ -92,16 +92,17 @@ def test_reduce_only_when_larger_than_position_cut_then_nothing_to_reduce() -> N
 def test_adl_quantile_when_n_positions_follows_4_minus_floor_5r_over_n(n: int, expected: list[int]) -> None:
     # 4 - floor(5r/N): N=3 -> r=1: 4-1=3, r=2: 4-3=1; N=7 -> 5r/7 = 0,0,1,2,2,3,4.
     assert [adl_quantile(r, n) for r in range(n)] == expected
-    # The same through the engine: N shorts sell 0.1 each at 10000 + 100*i to one long.
-    # At mark 10000 short i has pnl% = 100i/(10000+100i) and eff. leverage 1000/equity, so
+    # The same through the engine: N shorts sell 0.1 each at 10000 + 50*i to one long (all
+    # inside the 5% price band). At mark 10000 short i has pnl% = 50i/(10000+50i) and eff.
+    # leverage 1000/equity, so
     # the higher i, the higher the score: rank r = N-1-i.
     sim = Sim()
     sim.mark(BTC, 10000)
     shorts = [sim.account(10000) for _ in range(n)]
     whale = sim.account(10_000_000)
     for i, aid in enumerate(shorts):
-        sim.limit(aid, BTC, "sell", "0.1", 10000 + 100 * i)
-    sim.limit(whale, BTC, "buy", str(n / 10), 10000 + 100 * n)
+        sim.limit(aid, BTC, "sell", "0.1", 10000 + 50 * i)
+    sim.limit(whale, BTC, "buy", str(n / 10), 10000 + 50 * n)
     q = sim.engine.adl_quantiles(BTC)
     assert [q[shorts[n - 1 - r]] for r in range(n)] == expected
     assert q[whale] == 4  # alone on its side

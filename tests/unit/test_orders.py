@@ -694,7 +694,9 @@ def _populated(ex: Ex) -> dict[str, int]:
     oid = ex.rest(b, BUY, 4, MARK - 100, client_order_id="b-1")
     ex.rest(a, SELL, 2, 300_500, ETH)
     poor = ex.account(1 * 10**8)  # 1 USD
-    return {"a": a, "b": b, "oid": oid, "poor": poor}
+    modest = ex.account(1_000 * 10**8)  # 1,000 USD
+    modest_oid = ex.rest(modest, BUY, 10, MARK - 100)  # 0.01 BTC: IM 10 USD at 10x
+    return {"a": a, "b": b, "oid": oid, "poor": poor, "modest": modest, "modest_oid": modest_oid}
 
 
 REJECTIONS: list[tuple[str, Any, Reject]] = [
@@ -726,7 +728,22 @@ REJECTIONS: list[tuple[str, Any, Reject]] = [
     ("amend_unknown", lambda s: c.AmendOrder(s["b"], 12_345, qty_lots=1), Reject.ORDER_NOT_FOUND),
     ("amend_foreign", lambda s: c.AmendOrder(s["a"], s["oid"], qty_lots=1), Reject.ORDER_NOT_FOUND),
     ("amend_nothing", lambda s: c.AmendOrder(s["b"], s["oid"], qty_lots=4), Reject.NOTHING_TO_AMEND),
-    ("amend_margin", lambda s: c.AmendOrder(s["b"], s["oid"], qty_lots=10**9), Reject.INSUFFICIENT_MARGIN),
+    # 2 BTC at 10,000 and 10x: IM 2,000 > 1,000 deposited
+    ("amend_margin", lambda s: c.AmendOrder(s["modest"], s["modest_oid"], qty_lots=2_000), Reject.INSUFFICIENT_MARGIN),
+    # SPEC §3 order size: 1,000 BTC = 1,000,000 lots at most; 50,000,000 USD at the mark at most
+    ("too_many_lots", lambda s: c.PlaceOrder(s["a"], BTC, BUY, 1_000_001, MARK - 200), Reject.ORDER_TOO_LARGE),
+    ("amend_too_many_lots", lambda s: c.AmendOrder(s["b"], s["oid"], qty_lots=1_000_001), Reject.ORDER_TOO_LARGE),
+    # b is long 3 lots with a bid of 4: 1,000,000 more lots = 1,000.003 BTC x 10,000 > the last
+    # tier's 10,000,000 USD notional
+    ("past_last_tier", lambda s: c.PlaceOrder(s["b"], BTC, BUY, 1_000_000, MARK - 200), Reject.RISK_LIMIT_EXCEEDED),
+    ("amend_past_last_tier", lambda s: c.AmendOrder(s["b"], s["oid"], qty_lots=1_000_000), Reject.RISK_LIMIT_EXCEEDED),
+    # price band 5%: buys at most 10,500.0 (105,000 ticks), sells at least 9,500.0 (95,000 ticks)
+    ("buy_above_band", lambda s: c.PlaceOrder(s["a"], BTC, BUY, 1, 105_001), Reject.PRICE_OUT_OF_BAND),
+    ("sell_below_band", lambda s: c.PlaceOrder(s["a"], BTC, SELL, 1, 94_999), Reject.PRICE_OUT_OF_BAND),
+    ("ioc_buy_above_band", lambda s: c.PlaceOrder(s["a"], BTC, BUY, 1, 105_001, time_in_force=c.IOC), Reject.PRICE_OUT_OF_BAND),
+    ("amend_above_band", lambda s: c.AmendOrder(s["b"], s["oid"], price_ticks=105_001), Reject.PRICE_OUT_OF_BAND),
+    # both out of band and short of margin: the band is checked first (SPEC §3)
+    ("band_before_margin", lambda s: c.PlaceOrder(s["poor"], BTC, BUY, 100, 200_000), Reject.PRICE_OUT_OF_BAND),
     ("deposit_zero", lambda s: c.Deposit(s["a"], 0), Reject.INVALID_AMOUNT),
     ("deposit_unknown", lambda s: c.Deposit(999, 5), Reject.ACCOUNT_NOT_FOUND),
     ("withdraw_negative", lambda s: c.Withdraw(s["a"], -1), Reject.INVALID_AMOUNT),

@@ -1,0 +1,55 @@
+"""EXCHANGE_CONFIG keys of the version 2 risk rules: price band, order size limits (SPEC §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import commands as c
+from engine.engine import Engine
+from engine.errors import Reject
+from service.config import build_engine, load_engine_config
+from tests.unit.helpers import BIG, BTC, MARK, Ex
+
+
+def _config(tmp_path: Path, text: str) -> Engine:
+    path = tmp_path / "exchange.toml"
+    path.write_text(text)
+    return build_engine(load_engine_config(path))
+
+
+def test_config_when_band_and_size_keys_set_engine_uses_them(tmp_path: Path) -> None:
+    eng = _config(
+        tmp_path,
+        '[defaults]\nprice_band_ppm = 10000\n'
+        '[instruments.BTC-PERP]\nmax_order_qty = "2.5"\nmax_order_notional = "30000"\n',
+    )
+    inst = eng.instruments[BTC]
+    assert (inst.price_band_ppm, inst.max_order_lots, inst.max_order_notional_atoms) == (10_000, 2_500, 30_000 * 10**8)
+    assert eng.instruments["ETH-PERP"].price_band_ppm == 10_000
+    assert eng.instruments["ETH-PERP"].max_order_lots == 1_000_000  # 10,000 ETH
+
+
+def test_config_when_max_order_qty_off_the_lot_grid_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_order_qty"):
+        _config(tmp_path, '[instruments.BTC-PERP]\nmax_order_qty = "0.0005"\n')
+
+
+def test_place_when_price_band_is_zero_far_prices_are_accepted(tmp_path: Path) -> None:
+    eng = _config(tmp_path, "[defaults]\nprice_band_ppm = 0\n")
+    ex = Ex(instruments=eng.instruments)
+    ex.mark(MARK)
+    a = ex.account(BIG)
+    ex.rest(a, c.BUY, 1, MARK * 3)  # 200% above the mark: no band
+
+
+def test_place_when_band_is_one_percent_refuses_one_tick_past_it(tmp_path: Path) -> None:
+    eng = _config(tmp_path, "[defaults]\nprice_band_ppm = 10000\n")
+    ex = Ex(instruments=eng.instruments)
+    ex.mark(MARK)
+    a = ex.account(BIG)
+    ex.rest(a, c.BUY, 1, MARK * 101 // 100)  # exactly mark + 1%
+    ex.reject(c.PlaceOrder(a, BTC, c.BUY, 1, MARK * 101 // 100 + 1), Reject.PRICE_OUT_OF_BAND)
+    ex.rest(a, c.SELL, 1, MARK * 99 // 100 + 10_000)  # a sell far above is passive: no band
+    ex.reject(c.PlaceOrder(a, BTC, c.SELL, 1, MARK * 99 // 100 - 1), Reject.PRICE_OUT_OF_BAND)
