@@ -405,6 +405,43 @@ class OrderOut(BaseModel):
     fills: list[FillOut]
 
 
+class AccountFillOut(BaseModel):
+    """One line of the account's trade history (GET /v1/fills), newest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "trade_id": 17,
+                    "order_id": 42,
+                    "symbol": "BTC-PERP",
+                    "side": "buy",
+                    "price": "50000",
+                    "qty": "0.01",
+                    "fee": "0.25",
+                    "liquidity": "taker",
+                    "realized_pnl": "0",
+                    "ts_ns": 1764745200000000000,
+                }
+            ]
+        }
+    )
+
+    trade_id: int | None = Field(description="null for liquidation and ADL closes")
+    order_id: int | None = Field(description="null for liquidation and ADL closes")
+    symbol: str
+    side: Literal["buy", "sell"]
+    price: Dec
+    qty: Dec
+    fee: Dec
+    liquidity: Literal["maker", "taker", "liquidation", "adl"] = Field(
+        description="maker/taker: a book trade; liquidation: the position taken over by the "
+        "insurance fund at its bankruptcy price; adl: closed by auto-deleveraging"
+    )
+    realized_pnl: Dec = Field(description="PnL this fill realized, fee excluded")
+    ts_ns: int
+
+
 class CanceledOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"canceled": [12, 13]}]})
 

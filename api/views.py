@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.accounts import Fill
 from engine.book import Order
 from engine.engine import Engine
 from engine.units import e8_to_str
@@ -45,6 +46,24 @@ def order_body(engine: Engine, order: Order) -> dict[str, Any]:
             }
             for trade_id, price, qty, fee, liquidity in order.fills
         ],
+    }
+
+
+def fill_body(engine: Engine, fill: Fill) -> dict[str, Any]:
+    """One line of GET /v1/fills (engine.accounts.Fill)."""
+    inst = engine.instruments[fill.symbol]
+    book_trade = fill.liquidity in ("maker", "taker")  # price in ticks; else in 1e-8 USD
+    return {
+        "trade_id": fill.trade_id,
+        "order_id": fill.order_id,
+        "symbol": fill.symbol,
+        "side": fill.side,
+        "price": e8_to_str(fill.price * inst.tick_size_e8 if book_trade else fill.price),
+        "qty": e8_to_str(fill.qty_lots * inst.lot_size_e8),
+        "fee": e8_to_str(fill.fee_atoms),
+        "liquidity": fill.liquidity,
+        "realized_pnl": e8_to_str(fill.realized_atoms),
+        "ts_ns": fill.ts_ns,
     }
 
 

@@ -8,11 +8,35 @@ a position inside one command (the take-over during a liquidation).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from typing import Any, NamedTuple
 
 from engine.book import Order
 
 INSURANCE_FUND_ID = 0
+FILLS_KEPT = 1_000
+
+
+class Fill(NamedTuple):
+    """One line of an account's trade history (`GET /v1/fills`).
+
+    `liquidity` is `maker` or `taker` for a book trade (then `price` is in ticks and
+    `trade_id`/`order_id` are set), `liquidation` for the takeover of the position by the
+    insurance fund at its bankruptcy price, or `adl` for a close by auto-deleveraging at the
+    bankruptcy price (then `price` is in 1e-8 USD, `trade_id`/`order_id` are None, no fee).
+    `realized_atoms` is the PnL realized by this fill, fee excluded.
+    """
+
+    trade_id: int | None
+    ts_ns: int
+    symbol: str
+    order_id: int | None
+    side: str
+    price: int
+    qty_lots: int
+    fee_atoms: int
+    liquidity: str
+    realized_atoms: int
 
 
 class Position:
@@ -35,6 +59,7 @@ class Account:
         "buy_price_max",
         "client_order_ids",
         "closed_orders",
+        "fills",
         "leverage",
         "open_buy_lots",
         "open_orders",
@@ -44,7 +69,7 @@ class Account:
         "wallet_atoms",
     )
 
-    def __init__(self, account_id: int, api_key_hash: str = "") -> None:
+    def __init__(self, account_id: int, api_key_hash: str = "", fills_kept: int = FILLS_KEPT) -> None:
         self.account_id = account_id
         self.api_key_hash = api_key_hash
         self.wallet_atoms = 0
@@ -60,6 +85,7 @@ class Account:
         self.sell_price_min: dict[str, int] = {}
         self.client_order_ids: dict[str, int] = {}
         self.closed_orders: OrderedDict[int, Order] = OrderedDict()
+        self.fills: deque[tuple[Any, ...]] = deque(maxlen=fills_kept)  # Fill tuples, newest last
 
     def size(self, symbol: str) -> int:
         """Signed position size in lots (0 when flat)."""

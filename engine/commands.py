@@ -114,7 +114,8 @@ class CancelOrder:
     """Cancel one open order of the account."""
 
     account_id: int
-    order_id: int
+    order_id: int = 0  # 0: by client_order_id
+    client_order_id: str | None = None  # set: the order is named by its client order id
     ts_ns: int = 0
 
 
@@ -132,9 +133,10 @@ class AmendOrder:
     """Change an open order's price and/or total quantity (`qty_lots` = new total)."""
 
     account_id: int
-    order_id: int
+    order_id: int = 0  # 0: by client_order_id
     price_ticks: int | None = None
     qty_lots: int | None = None
+    client_order_id: str | None = None  # set: the order is named by its client order id
     ts_ns: int = 0
 
 

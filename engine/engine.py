@@ -20,7 +20,7 @@ from typing import Any
 
 from engine import commands as c
 from engine import events as ev
-from engine.accounts import INSURANCE_FUND_ID, Account, Position
+from engine.accounts import FILLS_KEPT, INSURANCE_FUND_ID, Account, Fill, Position
 from engine.adl import (
     AdlRanking,
     adl_quantile,
@@ -75,6 +75,7 @@ class Engine:
         max_open_orders: int = 200,
         closed_orders_kept: int = 10_000,
         recent_trades_kept: int = 1_000,
+        fills_kept: int = FILLS_KEPT,
     ) -> None:
         self.instruments = instruments if instruments is not None else default_instruments()
         self.symbols = sorted(self.instruments)
@@ -83,10 +84,11 @@ class Engine:
             s: i.initial_mark_ticks for s, i in self.instruments.items() if i.initial_mark_ticks
         }
         self.adl_policy = {s: c.ADL_QUEUE for s in self.symbols}
-        self.accounts: dict[int, Account] = {INSURANCE_FUND_ID: Account(INSURANCE_FUND_ID)}
+        self.accounts: dict[int, Account] = {INSURANCE_FUND_ID: Account(INSURANCE_FUND_ID, "", fills_kept)}
         self.holders: dict[str, set[int]] = {s: set() for s in self.symbols}
         self.max_open_orders = max_open_orders
         self.closed_orders_kept = closed_orders_kept
+        self.fills_kept = fills_kept
         self.recent_trades: dict[str, deque[ev.TradeExecuted]] = {
             s: deque(maxlen=recent_trades_kept) for s in self.symbols
         }
@@ -198,7 +200,7 @@ class Engine:
     def _create_account(self, cmd: c.CreateAccount) -> None:
         aid = self.next_account_id
         self.next_account_id += 1
-        self.accounts[aid] = Account(aid, cmd.api_key_hash)
+        self.accounts[aid] = Account(aid, cmd.api_key_hash, self.fills_kept)
         self._emit(ev.AccountCreated, aid)
 
     def _deposit(self, cmd: c.Deposit) -> None:
@@ -620,6 +622,10 @@ class Engine:
         )
         macct.wallet_atoms -= maker_fee
         tacct.wallet_atoms -= taker_fee
+        macct.fills.append(_tuple_new(Fill, (trade_id, self._ts, symbol, maker.order_id, maker.side, price, qty,
+                                             maker_fee, "maker", m_real)))
+        tacct.fills.append(_tuple_new(Fill, (trade_id, self._ts, symbol, taker.order_id, taker.side, price, qty,
+                                             taker_fee, "taker", t_real)))
         self.fees_collected_atoms += maker_fee + taker_fee
         mpos = macct.positions.get(symbol)
         tpos = tacct.positions.get(symbol)
@@ -698,15 +704,23 @@ class Engine:
         acct.track_open(order, -order.remaining_lots)
         self._cancel_remaining(order, acct, reason)
 
-    def _open_order(self, account_id: int, order_id: int) -> tuple[Account, Order]:
-        acct = self._account(account_id)
-        order = acct.open_orders.get(order_id)
+    def _open_order(self, cmd: c.CancelOrder | c.AmendOrder) -> tuple[Account, Order]:
+        """The open order a cancel or amend names, by order id or else by client order id."""
+        acct = self._account(cmd.account_id)
+        cid = cmd.client_order_id
+        if cid is not None:
+            order_id = acct.client_order_ids.get(cid) if type(cid) is str else None
+            order = acct.open_orders.get(order_id) if order_id is not None else None
+            if order is None:
+                raise Rejected(Reject.ORDER_NOT_FOUND, f"no open order with client_order_id {cid!r}", order_id)
+            return acct, order
+        order = acct.open_orders.get(cmd.order_id)
         if order is None:
-            raise Rejected(Reject.ORDER_NOT_FOUND, f"no open order {order_id}")
+            raise Rejected(Reject.ORDER_NOT_FOUND, f"no open order {cmd.order_id}")
         return acct, order
 
     def _cancel(self, cmd: c.CancelOrder) -> None:
-        _, order = self._open_order(cmd.account_id, cmd.order_id)
+        _, order = self._open_order(cmd)
         self._cancel_resting(order, "user")
 
     def _cancel_all(self, cmd: c.CancelAllOrders) -> None:
@@ -718,7 +732,7 @@ class Engine:
                 self._cancel_resting(order, "user")
 
     def _amend(self, cmd: c.AmendOrder) -> None:
-        acct, order = self._open_order(cmd.account_id, cmd.order_id)
+        acct, order = self._open_order(cmd)
         price = order.price_ticks if cmd.price_ticks is None else cmd.price_ticks
         assert price is not None
         if cmd.price_ticks is not None and (type(cmd.price_ticks) is not int or cmd.price_ticks <= 0):
@@ -777,6 +791,7 @@ class Engine:
             order.qty_lots,
             order.remaining_lots,
             kept,
+            order.client_order_id,
         )
 
     # == liquidation (§5) ==================================================================
@@ -859,6 +874,11 @@ class Engine:
             bv = inst.notional_atoms(pos.size_lots, self.marks[s]) - shares[s]
             realized = bv - pos.entry_value_atoms
             acct.wallet_atoms += realized
+            acct.fills.append(Fill(
+                None, self._ts, s, None, c.SELL if pos.size_lots > 0 else c.BUY,
+                div_half_even(bv * 100_000_000, pos.size_lots * inst.lot_size_e8), abs(pos.size_lots), 0,
+                "liquidation", realized,
+            ))
             self._holders_update(acct, s)
             if s in fund.positions:
                 raise InvariantViolation("insurance fund already holds a position")
@@ -1012,6 +1032,8 @@ class Engine:
             # the fund receives (q_r > 0) or pays (q_r < 0) `value` for lots it holds at `share`
             guard_cost += share - value if q_r > 0 else value - share
             realized = settle_fill(cp, symbol, lots if q_r > 0 else -lots, value)
+            cp.fills.append(Fill(None, self._ts, symbol, None, c.BUY if q_r > 0 else c.SELL, fill_price_e8, lots, 0,
+                                 "adl", realized))
             self._holders_update(cp, symbol)
             self._touch(aid)
             # the fund hands over exactly `share` of entry: it closes flat
@@ -1138,6 +1160,7 @@ class Engine:
             sorted(self.instruments.items()),
             self.max_open_orders,
             self.closed_orders_kept,
+            self.fills_kept,
             [self.recent_trades[s].maxlen for s in self.symbols],
         )
         return hashlib.sha256(repr(rules).encode()).hexdigest()
@@ -1157,6 +1180,7 @@ class Engine:
             put(repr(sorted((s, p.size_lots, p.entry_value_atoms) for s, p in a.positions.items())).encode())
             put(repr(sorted(a.client_order_ids.items())).encode())
             put(repr([_order_state(o) for o in a.closed_orders.values()]).encode())
+            put(repr(list(a.fills)).encode())
         for sym in self.symbols:
             book = self.books[sym]
             for side in (book.bids, book.asks):

@@ -188,6 +188,7 @@ class OrderAmended(NamedTuple):
     qty_lots: int
     remaining_lots: int
     priority_kept: bool
+    client_order_id: str | None = None
 
     @property
     def TYPE(self) -> str:

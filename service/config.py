@@ -10,6 +10,7 @@ TOML layout (every key optional):
     max_open_orders = 200          # per account
     closed_orders_kept = 10000     # per account, for GET /v1/orders/{id}
     recent_trades_kept = 1000      # per symbol, for GET /v1/trades/{symbol}
+    fills_kept = 1000              # per account, for GET /v1/fills
 
     [defaults]                     # applied to every instrument unless it overrides the key
     maker_fee_ppm = 200
@@ -59,6 +60,7 @@ class EngineConfig:
     max_open_orders: int = 200
     closed_orders_kept: int = 10_000
     recent_trades_kept: int = 1_000
+    fills_kept: int = 1_000
 
 
 _INT_KEYS = (
@@ -131,6 +133,7 @@ def load_engine_config(path: Path | None) -> EngineConfig:
         "max_open_orders",
         "closed_orders_kept",
         "recent_trades_kept",
+        "fills_kept",
     }
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}")
@@ -191,6 +194,7 @@ def load_engine_config(path: Path | None) -> EngineConfig:
         max_open_orders=int(doc.get("max_open_orders", 200)),
         closed_orders_kept=int(doc.get("closed_orders_kept", 10_000)),
         recent_trades_kept=int(doc.get("recent_trades_kept", 1_000)),
+        fills_kept=int(doc.get("fills_kept", 1_000)),
     )
 
 
@@ -201,6 +205,7 @@ def build_engine(cfg: EngineConfig) -> Engine:
         max_open_orders=cfg.max_open_orders,
         closed_orders_kept=cfg.closed_orders_kept,
         recent_trades_kept=cfg.recent_trades_kept,
+        fills_kept=cfg.fills_kept,
     )
 
 

@@ -25,6 +25,7 @@ from api.responses import json_response, rejection, submit
 from api.routing import JSONRoute
 from api.schemas import (
     ERROR_RESPONSES,
+    AccountFillOut,
     AmendOrderRequest,
     CanceledOut,
     ErrorBody,
@@ -33,7 +34,7 @@ from api.schemas import (
     PlaceOrderRequest,
     body_schema,
 )
-from api.views import order_body
+from api.views import fill_body, order_body
 from engine.commands import AmendOrder, CancelAllOrders, CancelOrder, PlaceOrder
 from engine.engine import Engine
 from engine.errors import Reject
@@ -43,6 +44,7 @@ from service.runtime import Services
 router = APIRouter(prefix="/v1", tags=["orders"], route_class=JSONRoute)
 
 OrderId = Annotated[PathId, Path(description="order id, 1..2^63-1 (else 400 INVALID_ID)")]
+ClientOrderId = Annotated[str, Path(min_length=1, max_length=64, description="the order's client_order_id")]
 _ORDER_ERRORS = {
     **ERROR_RESPONSES,
     404: {"model": ErrorBody, "description": "no such order of this account"},
@@ -168,6 +170,18 @@ async def get_order(services: ServicesDep, account_id: AccountDep, order_id: Ord
     return json_response(order_body(services.engine, order))
 
 
+async def _amend(services: Services, account_id: int, order: Any, body: AmendOrderRequest, by_client_id: bool) -> Response:
+    inst = services.engine.instruments[order.symbol]
+    command = AmendOrder(
+        account_id,
+        0 if by_client_id else order.order_id,
+        None if body.price is None else convert.ticks(inst, body.price),
+        None if body.qty is None else convert.lots(inst, body.qty),
+        order.client_order_id if by_client_id else None,
+    )
+    return json_response(await submit(services, command, _order_after(account_id, order.order_id)))
+
+
 @router.patch(
     "/orders/{order_id}",
     response_model=OrderOut,
@@ -180,14 +194,30 @@ async def amend_order(
     order = services.engine.find_order(account_id, order_id)
     if order is None or order.status in ("filled", "canceled"):
         raise ApiError.reject(Reject.ORDER_NOT_FOUND, f"no open order {order_id}")
-    inst = services.engine.instruments[order.symbol]
-    command = AmendOrder(
-        account_id,
-        order_id,
-        None if body.price is None else convert.ticks(inst, body.price),
-        None if body.qty is None else convert.lots(inst, body.qty),
-    )
-    return json_response(await submit(services, command, _order_after(account_id, order_id)))
+    return await _amend(services, account_id, order, body, False)
+
+
+@router.patch(
+    "/orders/by-client-id/{client_order_id}",
+    response_model=OrderOut,
+    responses=_ORDER_ERRORS,
+    summary="Amend an open order named by its client_order_id",
+)
+async def amend_order_by_client_id(
+    services: ServicesDep, account_id: AccountDep, client_order_id: ClientOrderId, body: AmendOrderRequest
+) -> Response:
+    order = _open_by_client_id(services.engine, account_id, client_order_id)
+    return await _amend(services, account_id, order, body, True)
+
+
+def _open_by_client_id(engine: Engine, account_id: int, client_order_id: str) -> Any:
+    """The open order of the account with this client order id (404 ORDER_NOT_FOUND if none)."""
+    acct = engine.accounts[account_id]
+    order_id = acct.client_order_ids.get(client_order_id)
+    order = acct.open_orders.get(order_id) if order_id is not None else None
+    if order is None:
+        raise ApiError.reject(Reject.ORDER_NOT_FOUND, f"no open order with client_order_id {client_order_id!r}")
+    return order
 
 
 @router.delete(
@@ -205,15 +235,53 @@ async def cancel_order(
 
 @router.delete(
     "/orders",
-    response_model=CanceledOut,
-    responses=ERROR_RESPONSES,
-    summary="Cancel all (optionally by symbol)",
+    response_model=CanceledOut | OrderOut,
+    responses=_ORDER_ERRORS,
+    summary="Cancel all (optionally by symbol), or one order by client_order_id",
+    description="With `client_order_id`: cancels that open order and answers it (like "
+    "`DELETE /v1/orders/{order_id}`); it cannot be combined with `symbol`. Without: cancels "
+    "every open order (of `symbol` if given) and answers their ids.",
 )
 async def cancel_all(
     services: ServicesDep,
     account_id: AccountDep,
     symbol: Annotated[str | None, Query(max_length=32, description="only this symbol")] = None,
+    client_order_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="cancel only this order")
+    ] = None,
 ) -> Response:
+    if client_order_id is not None:
+        if symbol is not None:
+            raise ApiError.api(400, ApiCode.VALIDATION_ERROR, "give either symbol or client_order_id, not both")
+        order = _open_by_client_id(services.engine, account_id, client_order_id)
+        command = CancelOrder(account_id, 0, client_order_id)
+        return json_response(await submit(services, command, _order_after(account_id, order.order_id)))
     if symbol is not None:
         convert.instrument(services.engine, symbol)
     return json_response(await submit(services, CancelAllOrders(account_id, symbol), _canceled))
+
+
+@router.get(
+    "/fills",
+    response_model=list[AccountFillOut],
+    responses=ERROR_RESPONSES,
+    summary="The account's own fills (trade history), newest first",
+    description="Book trades (maker/taker) and the closes of its positions by liquidation and "
+    "ADL, each with the PnL it realized. The last 1,000 per account are kept (`fills_kept`).",
+)
+async def fills(
+    services: ServicesDep,
+    account_id: AccountDep,
+    symbol: Annotated[str | None, Query(max_length=32, description="only this symbol")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="at most this many (1..1000)")] = 100,
+) -> Response:
+    engine = services.engine
+    if symbol is not None:
+        convert.instrument(engine, symbol)
+    out: list[dict[str, Any]] = []
+    for fill in reversed(engine.accounts[account_id].fills):
+        if symbol is None or fill.symbol == symbol:
+            out.append(fill_body(engine, fill))
+            if len(out) == limit:
+                break
+    return json_response(out)

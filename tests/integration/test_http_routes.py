@@ -593,3 +593,60 @@ def test_requests_when_key_exceeds_rate_limit_answer_429_with_retry_after(limite
 
 def test_startup_when_redis_unset_logs_that_events_stay_in_process(limited: Api) -> None:
     assert "EXCHANGE_REDIS_URL unset: events stay in process" in limited.service.log()
+
+
+# -- trade history and orders by client order id (SPEC §9, version 2) -------------------------
+
+
+def test_fills_when_traded_lists_both_sides_newest_first_with_fees(api: Api) -> None:
+    _, maker_key = api.new_account()
+    _, taker_key = api.new_account()
+    with api.as_key(maker_key) as m, api.as_key(taker_key) as t:
+        assert order(m, side="sell", qty="0.01", price="50000").status_code == 200
+        assert order(m, side="sell", qty="0.02", price="50010").status_code == 200
+        placed = order(t, side="buy", qty="0.03", price="50010", time_in_force="IOC").json()
+        taker_fills = t.get("/v1/fills").json()
+        # newest first: 0.02 @ 50,010 (fee 1000.2 x 0.0005 = 0.5001), then 0.01 @ 50,000 (0.25)
+        assert [(f["price"], f["qty"], f["fee"], f["liquidity"], f["side"]) for f in taker_fills] == [
+            ("50010", "0.02", "0.5001", "taker", "buy"),
+            ("50000", "0.01", "0.25", "taker", "buy"),
+        ]
+        assert {f["order_id"] for f in taker_fills} == {placed["order_id"]}
+        assert [f["trade_id"] for f in taker_fills] == [x["trade_id"] for x in reversed(placed["fills"])]
+        maker_fills = m.get("/v1/fills", params={"symbol": "BTC-PERP", "limit": 1}).json()
+        # maker fee 1000.2 x 0.0002 = 0.20004
+        assert [(f["qty"], f["fee"], f["liquidity"], f["realized_pnl"]) for f in maker_fills] == [
+            ("0.02", "0.20004", "maker", "0")
+        ]
+        assert m.get("/v1/fills", params={"symbol": "ETH-PERP"}).json() == []
+        assert_error(m.get("/v1/fills", params={"limit": 0}), 400, "VALIDATION_ERROR")
+        assert_error(m.get("/v1/fills", params={"limit": 1001}), 400, "VALIDATION_ERROR")
+        assert_error(m.get("/v1/fills", params={"symbol": "NOPE"}), 400, "INVALID_SYMBOL")
+    assert_error(api.http.get("/v1/fills"), 401, "UNAUTHORIZED")
+
+
+def test_cancel_and_amend_by_client_order_id_over_http(api: Api) -> None:
+    _, key = api.new_account()
+    _, other_key = api.new_account()
+    with api.as_key(key) as a, api.as_key(other_key) as b:
+        first = order(a, side="buy", qty="0.01", price="49000", client_order_id="bot-1").json()
+        order(a, side="buy", qty="0.01", price="48000", client_order_id="bot-2")
+        amended = a.patch("/v1/orders/by-client-id/bot-1", json={"price": "48500", "qty": "0.02"}).json()
+        assert (amended["order_id"], amended["price"], amended["qty"], amended["status"]) == (
+            first["order_id"], "48500", "0.02", "new"
+        )
+        canceled = a.delete("/v1/orders", params={"client_order_id": "bot-1"}).json()
+        assert (canceled["order_id"], canceled["client_order_id"], canceled["status"]) == (
+            first["order_id"], "bot-1", "canceled"
+        )
+        # gone, someone else's, unknown, malformed: nothing is canceled
+        seq = api.seq()
+        assert_error(a.delete("/v1/orders", params={"client_order_id": "bot-1"}), 404, "ORDER_NOT_FOUND")
+        assert_error(b.delete("/v1/orders", params={"client_order_id": "bot-2"}), 404, "ORDER_NOT_FOUND")
+        assert_error(b.patch("/v1/orders/by-client-id/bot-2", json={"qty": "0.05"}), 404, "ORDER_NOT_FOUND")
+        assert_error(a.delete("/v1/orders", params={"client_order_id": "x" * 65}), 400, "VALIDATION_ERROR")
+        assert_error(
+            a.delete("/v1/orders", params={"client_order_id": "bot-2", "symbol": "BTC-PERP"}), 400, "VALIDATION_ERROR"
+        )
+        assert api.seq() == seq
+        assert [o["client_order_id"] for o in a.get("/v1/orders").json()] == ["bot-2"]

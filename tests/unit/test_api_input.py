@@ -160,13 +160,15 @@ def test_openapi_when_built_documents_every_id_as_positive_int64() -> None:
         for path in OPENAPI["paths"].values()
         for op in path.values()
         for p in op.get("parameters", [])
-        if p["in"] == "path" and p["name"].endswith("_id")
+        if p["in"] == "path" and p["name"].endswith("_id") and p["name"] != "client_order_id"
     ]
     deposit = OPENAPI["components"]["schemas"]["DepositRequest"]["properties"]["account_id"]
     assert len(ids) >= 4
     for schema in [*ids, deposit]:
         assert (schema["type"], schema["format"], schema["minimum"]) == ("integer", "int64", 1)
         assert "maximum" not in schema  # FastAPI would write it as a float: 2^63, not 2^63-1
+    (by_client_id,) = OPENAPI["paths"]["/v1/orders/by-client-id/{client_order_id}"]["patch"]["parameters"][:1]
+    assert (by_client_id["schema"]["type"], by_client_id["schema"]["maxLength"]) == ("string", 64)
 
 
 @pytest.mark.parametrize(
