@@ -115,8 +115,9 @@ class CancelOrder:
 
     account_id: int
     order_id: int = 0  # 0: by client_order_id
-    client_order_id: str | None = None  # set: the order is named by its client order id
     ts_ns: int = 0
+    # set: the order is named by its client order id (last: journal records are positional)
+    client_order_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +137,9 @@ class AmendOrder:
     order_id: int = 0  # 0: by client_order_id
     price_ticks: int | None = None
     qty_lots: int | None = None
-    client_order_id: str | None = None  # set: the order is named by its client order id
     ts_ns: int = 0
+    # set: the order is named by its client order id (last: journal records are positional)
+    client_order_id: str | None = None
 
 
 Command = (

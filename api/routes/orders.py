@@ -177,7 +177,7 @@ async def _amend(services: Services, account_id: int, order: Any, body: AmendOrd
         0 if by_client_id else order.order_id,
         None if body.price is None else convert.ticks(inst, body.price),
         None if body.qty is None else convert.lots(inst, body.qty),
-        order.client_order_id if by_client_id else None,
+        client_order_id=order.client_order_id if by_client_id else None,
     )
     return json_response(await submit(services, command, _order_after(account_id, order.order_id)))
 
@@ -254,7 +254,7 @@ async def cancel_all(
         if symbol is not None:
             raise ApiError.api(400, ApiCode.VALIDATION_ERROR, "give either symbol or client_order_id, not both")
         order = _open_by_client_id(services.engine, account_id, client_order_id)
-        command = CancelOrder(account_id, 0, client_order_id)
+        command = CancelOrder(account_id, 0, client_order_id=client_order_id)
         return json_response(await submit(services, command, _order_after(account_id, order.order_id)))
     if symbol is not None:
         convert.instrument(services.engine, symbol)

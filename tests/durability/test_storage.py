@@ -368,3 +368,12 @@ def test_recover_when_repairing_fsyncs_every_segment_before_anything_builds_on_i
     assert synced == []
     recover(tmp_path, Engine)
     assert {str(p) for p in segments(tmp_path)} <= set(synced) and str(tmp_path) in synced
+
+
+def test_cancel_and_amend_records_written_before_client_order_ids_decode_unchanged() -> None:
+    # journal records are positional: the by-client-id field was appended after ts_ns, so a
+    # record of an earlier version keeps its timestamp and names the order by its id
+    assert decode_command(b'["CancelOrder",3,17,99]') == c.CancelOrder(3, 17, ts_ns=99)
+    assert decode_command(b'["AmendOrder",3,17,500,null,99]') == c.AmendOrder(3, 17, 500, None, ts_ns=99)
+    new = c.AmendOrder(3, 0, None, 20, ts_ns=5, client_order_id="bot-1")
+    assert decode_command(encode_command(new)) == new
