@@ -51,3 +51,13 @@ class Reject(IntEnum):
 
 class InvariantViolation(RuntimeError):
     """A broken engine invariant. The engine must stop; state is no longer trustworthy."""
+
+
+class Rejected(Exception):
+    """Internal control flow: a validation step refused the command (never escapes apply)."""
+
+    def __init__(self, reason: Reject, message: str = "", order_id: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message or reason.name.replace("_", " ").lower()
+        self.order_id = order_id

@@ -43,8 +43,8 @@ def test_replay_when_same_commands_gives_same_events_and_hash(seed: int) -> None
 
 def _drop_derived_caches(engine: Engine) -> None:
     """Forget the ADL rankings and rebuild the liquidation index from scratch (engine internals)."""
-    engine._rankings.clear()
-    engine._rank_touched.clear()
+    engine.rankings.clear()
+    engine.rank_touched.clear()
     index = LiquidationIndex(engine.symbols)
     for aid, acct in engine.accounts.items():
         if aid:

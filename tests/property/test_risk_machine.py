@@ -715,7 +715,7 @@ FLAT_AT_A_LOSS = dict(CASCADE, b_usd=30, eth_lots_to_mm=0)
 @example(**FLAT_AT_A_LOSS)
 # Shrunk failure: the cascaded short keeps 1 lot with a wallet deficit larger than its notional,
 # so its bankruptcy price is negative; ADL used abs(entry value) and the engine stopped with
-# "fund position not closed flat by ADL" (fixed in Engine._deleverage).
+# "fund position not closed flat by ADL" (fixed in the ADL execution, now engine/deleverage.py).
 @example(a_usd=100, b_usd=30, btc_lots=100, eth_lots_to_a=10, eth_lots_to_mm=1, crash_ppm=250_000,
          fund_usd=0, eth_policy=c.ADL_QUEUE)
 def test_cross_margin_bankruptcy_when_adl_hurts_counterparties_invariants_hold(

@@ -60,6 +60,39 @@ def _violations(tree: ast.AST) -> list[str]:
 def test_engine_modules_when_listed_include_the_core_stages() -> None:
     names = {p.name for p in ENGINE_MODULES}
     assert {"engine.py", "book.py", "risk.py", "units.py"} <= names
+    # one module per stage (STYLE 7): engine.py keeps state dispatch and the order of stages
+    assert {"state.py", "orders.py", "matching.py", "liquidation.py", "deleverage.py", "admin.py"} <= names
+
+
+def _private_uses(tree: ast.AST) -> list[str]:
+    """Names starting with `_` taken from another engine module (import or attribute)."""
+    modules: set[str] = set()
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("engine"):
+            for alias in node.names:
+                if node.module == "engine":
+                    modules.add(alias.asname or alias.name)
+                elif alias.name.startswith("_"):
+                    found.append(f"line {node.lineno}: from {node.module} import {alias.name}")
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+        ):
+            found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("path", ENGINE_MODULES, ids=[str(p.relative_to(ENGINE_DIR)) for p in ENGINE_MODULES])
+def test_engine_module_when_parsed_uses_no_other_modules_private_helpers(path: Path) -> None:
+    assert _private_uses(ast.parse(path.read_text(encoding="utf-8"))) == []
+
+
+def test_private_use_check_when_given_a_violation_finds_it() -> None:
+    tree = ast.parse("from engine import matching\nfrom engine.orders import _check_band\nmatching._fill(1)\n")
+    assert _private_uses(tree) == ["line 2: from engine.orders import _check_band", "line 3: matching._fill"]
 
 
 @pytest.mark.parametrize("path", ENGINE_MODULES, ids=[str(p.relative_to(ENGINE_DIR)) for p in ENGINE_MODULES])
