@@ -42,12 +42,13 @@ class Fill(NamedTuple):
 class Position:
     """One signed position in one symbol."""
 
-    __slots__ = ("entry_value_atoms", "size_lots", "symbol")
+    __slots__ = ("entry_value_atoms", "funding_atoms", "size_lots", "symbol")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.size_lots = 0
         self.entry_value_atoms = 0
+        self.funding_atoms = 0  # funding received (+) or paid (-) since the position was opened
 
 
 class Account:

@@ -58,11 +58,9 @@ def set_mark(st: ExchangeState, cmd: c.SetMarkPrice) -> None:
     st.instrument(cmd.symbol)
     if type(cmd.price_ticks) is not int or cmd.price_ticks <= 0:
         raise Rejected(Reject.INVALID_PRICE, "mark price must be positive")
-    st.marks[cmd.symbol] = cmd.price_ticks
-    st.moved.append(cmd.symbol)
-    for side in (1, -1):
-        st.rankings.pop((cmd.symbol, side), None)
-    st.emit(ev.MarkPriceChanged, cmd.symbol, cmd.price_ticks)
+    if st.instruments[cmd.symbol].mark_source == c.MARK_FROM_INDEX:
+        raise Rejected(Reject.MARK_SOURCE_IS_INDEX, f"the mark of {cmd.symbol} follows its index; set the index instead")
+    st.move_mark(cmd.symbol, cmd.price_ticks)
 
 
 def set_leverage(st: ExchangeState, cmd: c.SetLeverage) -> None:

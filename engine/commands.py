@@ -21,6 +21,9 @@ STP_CANCEL_MAKER = "cancel_maker"
 STP_CANCEL_BOTH = "cancel_both"
 ADL_QUEUE = "queue"
 ADL_PRO_RATA = "pro_rata"
+MARK_FROM_ADMIN = "admin"
+MARK_FROM_INDEX = "index"
+MARK_SOURCES = (MARK_FROM_ADMIN, MARK_FROM_INDEX)
 
 SIDES = (BUY, SELL)
 ORDER_TYPES = (LIMIT, MARKET)
@@ -69,6 +72,27 @@ class SetMarkPrice:
 
     symbol: str
     price_ticks: int
+    ts_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SetIndexPrice:
+    """A new index price of `symbol` (SPEC §12): basis, premium sample, and, for a symbol whose
+    mark follows the index, the mark `median(index, index + basis, last)` and liquidations."""
+
+    symbol: str
+    price_ticks: int
+    ts_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyFunding:
+    """A funding round of `symbol` at `ts_ns` (SPEC §12): the rate from the premium samples
+    since the last round, or `rate_e8` (parts per 1e8, signed) when given; every position
+    pays or receives `size * mark * rate`, the rounding residue goes to the insurance fund."""
+
+    symbol: str
+    rate_e8: int | None = None
     ts_ns: int = 0
 
 
@@ -148,6 +172,8 @@ Command = (
     | Withdraw
     | TopUpInsuranceFund
     | SetMarkPrice
+    | SetIndexPrice
+    | ApplyFunding
     | SetLeverage
     | SetAdlPolicy
     | PlaceOrder

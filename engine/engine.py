@@ -24,7 +24,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from engine import admin, liquidation, orders
+from engine import admin, funding, liquidation, orders, pricing
 from engine import commands as c
 from engine import events as ev
 from engine.book import Order
@@ -40,6 +40,8 @@ _HANDLERS: dict[type, Callable[[Any, Any], None]] = {
     c.SetMarkPrice: admin.set_mark,
     c.SetLeverage: admin.set_leverage,
     c.SetAdlPolicy: admin.set_adl_policy,
+    c.SetIndexPrice: pricing.set_index,
+    c.ApplyFunding: funding.apply_funding,
     c.PlaceOrder: orders.place,
     c.CancelOrder: orders.cancel,
     c.CancelAllOrders: orders.cancel_all,
@@ -163,10 +165,19 @@ class Engine(ExchangeState):
         for aid in sorted(self.accounts):
             a = self.accounts[aid]
             put(repr((aid, a.api_key_hash, a.wallet_atoms, sorted(a.leverage.items()))).encode())
-            put(repr(sorted((s, p.size_lots, p.entry_value_atoms) for s, p in a.positions.items())).encode())
+            put(repr(sorted(
+                (s, p.size_lots, p.entry_value_atoms, *((p.funding_atoms,) if p.funding_atoms else ()))
+                for s, p in a.positions.items()
+            )).encode())
             put(repr(sorted(a.client_order_ids.items())).encode())
             put(repr([_order_state(o) for o in a.closed_orders.values()]).encode())
             put(repr(list(a.fills)).encode())
+        if self.index or self.premium_samples or any(self.funding_history.values()):  # SPEC §12 in use
+            put(repr((
+                sorted(self.index.items()), sorted(self.basis.items()), sorted(self.last_price.items()),
+                sorted((s, f.numerator, f.denominator) for s, f in self.premium_sum.items()),
+                sorted(self.premium_samples.items()), [(s, list(self.funding_history[s])) for s in self.symbols],
+            )).encode())
         for sym in self.symbols:
             book = self.books[sym]
             for side in (book.bids, book.asks):

@@ -29,6 +29,7 @@ class Reject(IntEnum):
     PRICE_REQUIRED = 1012
     PRICE_NOT_ALLOWED = 1013
     POST_ONLY_NOT_ALLOWED = 1014
+    INVALID_FUNDING_RATE = 1015
     # 2xxx risk
     INSUFFICIENT_MARGIN = 2001
     INSUFFICIENT_BALANCE = 2002
@@ -47,6 +48,7 @@ class Reject(IntEnum):
     # 4xxx accounts
     ACCOUNT_NOT_FOUND = 4001
     ACCOUNT_EXISTS = 4002
+    MARK_SOURCE_IS_INDEX = 4003
 
 
 class InvariantViolation(RuntimeError):

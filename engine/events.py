@@ -50,7 +50,7 @@ class InsuranceFundChanged(NamedTuple):
     ts_ns: int
     balance_atoms: int
     delta_atoms: int
-    reason: str  # top_up | liquidation_fill | adl (bad-debt guard) | negative_balance
+    reason: str  # top_up | liquidation_fill | adl (bad-debt guard) | negative_balance | funding
     liquidated_account_id: int | None
     symbol: str | None
 
@@ -81,6 +81,47 @@ class MarkPriceChanged(NamedTuple):
     @property
     def TYPE(self) -> str:
         return "mark_price_changed"
+
+
+class IndexPriceChanged(NamedTuple):
+    seq: int
+    ts_ns: int
+    symbol: str
+    price_ticks: int
+    basis_ticks: int  # the EMA of (mid - index) after this update (SPEC §12)
+
+    @property
+    def TYPE(self) -> str:
+        return "index_price_changed"
+
+
+class FundingRateChanged(NamedTuple):
+    seq: int
+    ts_ns: int
+    symbol: str
+    rate_e8: int  # applied this round: parts per 1e8 of the notional, + longs pay shorts
+    premium_e8: int | None  # mean premium of the samples, rounded half-even (None: rate given)
+    samples: int
+    mark_price_ticks: int
+
+    @property
+    def TYPE(self) -> str:
+        return "funding_rate_changed"
+
+
+class FundingPaid(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int
+    symbol: str
+    size_lots: int
+    rate_e8: int
+    amount_atoms: int  # signed: negative paid, positive received
+    wallet_balance_atoms: int
+
+    @property
+    def TYPE(self) -> str:
+        return "funding_paid"
 
 
 class LeverageChanged(NamedTuple):
@@ -283,6 +324,9 @@ Event = (
     | InsuranceFundChanged
     | NegativeBalanceCovered
     | MarkPriceChanged
+    | IndexPriceChanged
+    | FundingRateChanged
+    | FundingPaid
     | LeverageChanged
     | AdlPolicyChanged
     | OrderAccepted

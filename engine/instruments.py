@@ -50,6 +50,12 @@ class Instrument:
     max_order_notional_atoms: int = 50_000_000 * E8  # per order, at the mark
     default_leverage: int = 10
     initial_mark_ticks: int | None = None
+    # SPEC §12: where the mark comes from, the basis EMA weight, and funding
+    mark_source: str = "admin"  # "admin": POST /v1/admin/mark-price; "index": median(index, index+basis, last)
+    basis_weight_ppm: int = 100_000
+    funding_interval_s: int = 28_800
+    interest_ppm: int = 100  # per funding interval
+    funding_cap_ppm: int = 3_750
     atoms_per_lot_tick: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -62,6 +68,12 @@ class Instrument:
             raise ValueError(f"{self.symbol}: default leverage out of range")
         if not 0 <= self.price_band_ppm < 1_000_000 or self.max_order_lots <= 0 or self.max_order_notional_atoms <= 0:
             raise ValueError(f"{self.symbol}: price band must be 0..999999 ppm, order size limits positive")
+        if self.mark_source not in ("admin", "index"):
+            raise ValueError(f"{self.symbol}: mark_source must be admin or index")
+        if not 0 < self.basis_weight_ppm <= 1_000_000 or self.funding_interval_s <= 0:
+            raise ValueError(f"{self.symbol}: basis weight must be 1..1000000 ppm, funding interval positive")
+        if not 0 <= self.funding_cap_ppm < 1_000_000 or abs(self.interest_ppm) >= 1_000_000:
+            raise ValueError(f"{self.symbol}: funding cap must be 0..999999 ppm, interest within +-999999 ppm")
         object.__setattr__(self, "atoms_per_lot_tick", product // E8)
 
     def notional_atoms(self, qty_lots: int, price_ticks: int) -> int:

@@ -167,6 +167,7 @@ def _fill(st: ExchangeState, taker: Order, tacct: Account, maker: Order, book: O
                                           maker_aid, maker_fee, maker.remaining_lots))
     events.append(trade)
     st.recent_trades[symbol].append(trade)
+    st.last_price[symbol] = price
     events.append(_tuple_new(ev.PositionChanged, (seq + 2, ts, maker_aid, symbol, m_after,
                                                   mpos.entry_value_atoms if mpos else 0, m_real - maker_fee,
                                                   macct.wallet_atoms, "trade")))

@@ -16,6 +16,7 @@ position the insurance fund is closing right now, for risk.settle_fill).
 from __future__ import annotations
 
 from collections import deque
+from fractions import Fraction
 from typing import Any
 
 from engine import commands as c
@@ -28,6 +29,7 @@ from engine.instruments import Instrument, default_instruments
 from engine.liq_index import LiquidationIndex
 
 _tuple_new = tuple.__new__
+FUNDING_KEPT = 100  # recent funding rounds per symbol, for GET /v1/funding/{symbol}
 
 
 class ExchangeState:
@@ -70,6 +72,14 @@ class ExchangeState:
         self.top_ups_atoms = 0
         self.bad_debt_atoms = 0  # system deficit (§5 step 5): what the insurance fund could not pay
         self.liq_index = LiquidationIndex(self.symbols)
+        # SPEC §12: index prices, the basis EMA (ticks), the last trade price, the premium
+        # samples since the last funding round (exact sum and count) and recent funding rates
+        self.index: dict[str, int] = {}
+        self.basis: dict[str, int] = {}
+        self.last_price: dict[str, int] = {}
+        self.premium_sum: dict[str, Fraction] = {}
+        self.premium_samples: dict[str, int] = {}
+        self.funding_history: dict[str, deque[tuple[int, int]]] = {s: deque(maxlen=FUNDING_KEPT) for s in self.symbols}
         # derived caches (not part of the state hash)
         self.rankings: dict[tuple[str, int], AdlRanking] = {}
         self.rank_touched: set[int] = set()
@@ -120,6 +130,14 @@ class ExchangeState:
         event = _tuple_new(cls, (seq, self.ts, *fields))
         self.out.append(event)
         return event
+
+    def move_mark(self, symbol: str, price_ticks: int) -> None:
+        """Set the mark (`mark_price_changed`); liquidation checks whom it crossed after the command."""
+        self.marks[symbol] = price_ticks
+        self.moved.append(symbol)
+        for side in (1, -1):
+            self.rankings.pop((symbol, side), None)
+        self.emit(ev.MarkPriceChanged, symbol, price_ticks)
 
     def touch(self, account_id: int) -> None:
         """The account's margin or position changed: check it for liquidation, re-rank it."""

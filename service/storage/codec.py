@@ -31,6 +31,8 @@ COMMAND_TYPES: dict[str, type] = {
         c.Withdraw,
         c.TopUpInsuranceFund,
         c.SetMarkPrice,
+        c.SetIndexPrice,
+        c.ApplyFunding,
         c.SetLeverage,
         c.SetAdlPolicy,
         c.PlaceOrder,

@@ -34,7 +34,9 @@ counterparty (cascades), which random runs rarely build.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from fractions import Fraction
 from typing import Any
 
 from exchange_harness import (
@@ -67,11 +69,15 @@ from hypothesis.stateful import (
 from engine import commands as c
 from engine import events as ev
 from engine.engine import Engine
+from engine.instruments import default_instruments
 from engine.risk import available_atoms, equity_atoms, maintenance_atoms
 
 BTC, ETH = "BTC-PERP", "ETH-PERP"
 SYMBOLS = st.sampled_from([BTC, ETH])
 MARK0 = {BTC: 300_000, ETH: 200_000}  # $30,000.0 and $2,000.00
+INDEX_MARKED = ETH  # SPEC §12: ETH-PERP's mark follows its index (median with basis and last)
+# funding rounds: the computed rate, then given rates up to 2% per round (liquidation territory)
+FUNDING_RATES_E8 = st.sampled_from([None, None, 10_000, -10_000, 375_000, -375_000, 2_000_000, -2_000_000])
 SIDES = st.sampled_from([c.BUY, c.SELL])
 STPS = st.sampled_from(list(c.STP_MODES))
 N_TRADERS = 4
@@ -117,7 +123,9 @@ class RiskMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.engine = Engine()
+        instruments = default_instruments()
+        instruments[INDEX_MARKED] = dataclasses.replace(instruments[INDEX_MARKED], mark_source="index")
+        self.engine = Engine(instruments)
         self.log = EventLog(self.engine)
         # state rebuilt from events alone
         self.deposited = 0
@@ -134,7 +142,7 @@ class RiskMachine(RuleBasedStateMachine):
         self.run_counts: Counter[str] = Counter()
         self.account_ids: list[int] = []
         for sym, mark in MARK0.items():
-            self._do(c.SetMarkPrice(sym, mark))
+            self._do(c.SetIndexPrice(sym, mark) if sym == INDEX_MARKED else c.SetMarkPrice(sym, mark))
         self.marks = dict(MARK0)
 
     # -- setup ---------------------------------------------------------------------------
@@ -183,9 +191,12 @@ class RiskMachine(RuleBasedStateMachine):
         fund_before = self.engine.insurance_fund.wallet_atoms
         margin_ok = self._spec_margin_verdict(command)
         band_ok = self._spec_band_verdict(command)
-        liquidation_order = self._spec_liquidation_order_after(command)
+        index_mark = self._spec_index_mark(command)
+        liquidation_order = self._spec_liquidation_order_after(command, index_mark)
         events = self.log.apply(command)  # seq continuity + check_invariants()
         reason = rejection_of(events)
+        if index_mark is not None and reason is None:
+            assert self.engine.marks[command.symbol] == index_mark, "SPEC §12 mark median"
         if reason is not None:
             assert public_fingerprint(self.engine) == before, f"rejection {reason} changed state"
             self.run_counts["rejection:" + reason] += 1
@@ -268,8 +279,24 @@ class RiskMachine(RuleBasedStateMachine):
             return spec_in_price_band(order.side, price, engine.marks[order.symbol])
         return None
 
-    def _spec_liquidation_order_after(self, command: Any) -> list[int] | None:
+    def _spec_index_mark(self, command: Any) -> int | None:
+        """For an index update of an index-marked symbol: SPEC §12's new mark, from scratch."""
+        engine = self.engine
+        if not isinstance(command, c.SetIndexPrice) or command.symbol != INDEX_MARKED or command.price_ticks <= 0:
+            return None
+        inst, index = engine.instruments[command.symbol], command.price_ticks
+        book = engine.books[command.symbol]
+        bid, ask = book.best_bid(), book.best_ask()
+        basis = engine.basis.get(command.symbol, 0)
+        if bid is not None and ask is not None:  # EMA of (mid - index), truncated to the tick
+            basis += int((Fraction(bid + ask, 2) - index - basis) * Fraction(inst.basis_weight_ppm, 10**6))
+        last = engine.last_price.get(command.symbol, index)
+        return sorted([index, index + basis, last])[1]
+
+    def _spec_liquidation_order_after(self, command: Any, index_mark: int | None) -> list[int] | None:
         """For a mark move: who is below maintenance at the new mark, in SPEC §5 order."""
+        if isinstance(command, c.SetIndexPrice) and index_mark is not None:
+            command = c.SetMarkPrice(command.symbol, index_mark)
         if not isinstance(command, c.SetMarkPrice) or command.symbol not in self.engine.marks:
             return None
         old = self.engine.marks[command.symbol]
@@ -302,6 +329,16 @@ class RiskMachine(RuleBasedStateMachine):
                     self.topped_up += e.delta_atoms
                 fund_delta += e.delta_atoms
                 self.wallet_seen[0] = e.balance_atoms
+            elif isinstance(e, ev.FundingPaid):
+                # SPEC §12: size x mark x rate; a payer's amount rounds up, a receiver's down
+                exact = Fraction(
+                    e.size_lots * spec_notional_atoms(e.symbol, 1, self.engine.marks[e.symbol]) * e.rate_e8, 10**8
+                )
+                owed = exact if exact > 0 else -exact  # what this position pays (> 0) or receives
+                paid = _ceil(owed) if exact > 0 else owed.numerator // owed.denominator
+                assert e.amount_atoms == (-paid if exact > 0 else paid), (e, exact)
+                self.wallet_seen[e.account_id] = e.wallet_balance_atoms
+                self.run_counts["funding payments"] += 1
             elif isinstance(e, ev.NegativeBalanceCovered):
                 self.wallet_seen[e.account_id] = e.wallet_balance_atoms
                 assert e.wallet_balance_atoms == 0
@@ -581,8 +618,17 @@ class RiskMachine(RuleBasedStateMachine):
     def move_mark(self, sym: str, move_ppm: int) -> None:
         mark = self.marks[sym] * (1_000_000 + move_ppm) // 1_000_000
         mark = min(max(mark, MARK0[sym] // 20), MARK0[sym] * 20)
-        self._do(c.SetMarkPrice(sym, mark))
-        self.marks[sym] = mark
+        if sym == INDEX_MARKED:  # the index moves; the mark follows it through the median
+            self._do(c.SetIndexPrice(sym, mark))
+            self.marks[sym] = self.engine.marks[sym]
+        else:
+            self._do(c.SetMarkPrice(sym, mark))
+            self.marks[sym] = mark
+
+    @rule(sym=SYMBOLS, rate_e8=FUNDING_RATES_E8)
+    def funding(self, sym: str, rate_e8: int | None) -> None:
+        """A funding round: the computed rate (premium samples of ETH's index updates) or a given one."""
+        self._do(c.ApplyFunding(sym, rate_e8))
 
     @precondition(lambda self: bool(self._trader_positions(1)))
     @rule(data=st.data(), move_ppm=SHOCKS_PPM)
@@ -654,6 +700,9 @@ def test_risk_machine_when_derandomized_reaches_liquidation_and_adl() -> None:
     assert REACHED["runs_with_adl"] >= REACHED["runs"] // 50, REACHED
     assert REACHED["liquidation filled in the book"] >= 1 and REACHED["liquidation split book + ADL"] >= 1, REACHED
     assert REACHED["adl:queue"] >= 1 and REACHED["adl:pro_rata"] >= 1, REACHED
+    # SPEC §12: funding rounds pay, and index updates move ETH's mark into liquidations
+    assert REACHED["funding payments"] >= 1 and REACHED["funding_rate_changed"] >= 1, REACHED
+    assert REACHED["index_price_changed"] >= REACHED["runs"], REACHED
 
 
 # -- cross-margin bankruptcies: ADL that hurts the counterparty ------------------------------

@@ -71,6 +71,12 @@ class Sim:
     def mark(self, symbol: str, price: str | int) -> list[Any]:
         return self.ok(c.SetMarkPrice(symbol, self.ticks(symbol, price)))
 
+    def index(self, symbol: str, price: str | int) -> list[Any]:
+        return self.ok(c.SetIndexPrice(symbol, self.ticks(symbol, price)))
+
+    def funding(self, symbol: str, rate_e8: int | None = None) -> list[Any]:
+        return self.ok(c.ApplyFunding(symbol, rate_e8))
+
     def limit(self, aid: int, symbol: str, side: str, qty: str, price: str | int, **kw: Any) -> list[Any]:
         return self.ok(
             c.PlaceOrder(aid, symbol, side, self.lots(symbol, qty), self.ticks(symbol, price), **kw)
