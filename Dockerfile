@@ -1,14 +1,18 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: build wheels for the project and its runtime dependencies, then install
-# them into a slim image that runs as a non-root user; runtime dependencies only.
+# them into a slim image that runs as a non-root user; runtime dependencies only, at the
+# versions pinned in requirements.lock (regenerate it as docs/sandbox.md says).
 
 FROM python:3.11-slim AS build
 WORKDIR /src
+# The pinned dependencies first: this layer changes only with the lock file.
+COPY requirements.lock ./
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY engine ./engine
 COPY service ./service
 COPY api ./api
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -18,7 +22,11 @@ RUN useradd --create-home --uid 10001 exchange \
     && mkdir -p /data \
     && chown exchange:exchange /data
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+COPY requirements.lock /wheels/requirements.lock
+# --no-index: only the wheels built above, so a dependency missing from the lock fails the
+# build instead of being fetched at whatever version is newest.
+RUN pip install --no-cache-dir --no-index --find-links=/wheels -r /wheels/requirements.lock perp-exchange \
+    && rm -rf /wheels
 USER exchange
 WORKDIR /home/exchange
 VOLUME ["/data"]

@@ -16,12 +16,18 @@ venv: $(BIN)/.installed
 test: venv
 	$(BIN)/python -m pytest -p no:cacheprovider
 
-run: venv
-	$(BIN)/python -m service
+# Where `run` and `sandbox` listen: `make sandbox PORT=8001` if 8000 is taken. Set on the
+# command line only: HOST and PORT in the environment are not read.
+HOST = 127.0.0.1
+PORT = 8000
 
-# The exchange on :8000 with a live demo market; CRASH=25% adds a crash, liquidations and ADL.
+run: venv
+	$(BIN)/python -m service --host $(HOST) --port $(PORT)
+
+# The exchange on http://$(HOST):$(PORT) with a live demo market, until Ctrl-C (which prints a
+# summary); CRASH=25% adds a crash, liquidations and ADL.
 sandbox: venv
-	$(BIN)/python -m service.demo --port 8000 --seconds 0 $(if $(CRASH),--crash $(CRASH))
+	$(BIN)/python -m service.demo --host $(HOST) --port $(PORT) --seconds 0 $(if $(CRASH),--crash $(CRASH))
 
 lint: venv
 	$(BIN)/ruff check engine service api tests bench

@@ -7,14 +7,19 @@ finish (up to EXCHANGE_SHUTDOWN_TIMEOUT_S), then runs the lifespan shutdown, whi
 the engine queue and flushes the Redis publisher.
 
 Settings that cannot be used (e.g. an `EXCHANGE_ADMIN_TOKEN` shorter than 16 characters) are
-refused before anything starts, one line per problem on stderr, exit status 2. The soft
-open-files limit is raised to the hard one (connections are file descriptors; SPEC §10).
+refused before anything starts, one line per problem on stderr, exit status 2. A port that
+is in use (or an address it cannot listen on) is one line on stderr naming a free port, exit
+status 1, before anything starts. The soft open-files limit is raised to the hard one
+(connections are file descriptors; SPEC §10).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
+import socket
 import sys
 
 import uvicorn
@@ -38,6 +43,31 @@ def _settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Why uvicorn could not listen on host:port (None: it can), tried as it binds."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _port_usable_or_exit(host: str, port: int) -> None:
+    error = _bind_error(host, port)
+    if error is None:
+        return
+    if error.errno != errno.EADDRINUSE:
+        print(f"error: cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr)
+        raise SystemExit(1)
+    free = next((p for p in range(port + 1, min(port + 100, 65536)) if _bind_error(host, p) is None), None)
+    other = str(free) if free is not None else "<another port>"
+    fix = f"make run PORT={other}" if "MAKELEVEL" in os.environ else f"python -m service --port {other}"
+    print(f"error: port {port} on {host} is in use (another exchange or sandbox?); run {fix}", file=sys.stderr)
+    raise SystemExit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m service", description="perpetual-futures exchange service"
@@ -46,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     settings = _settings_or_exit()
+    _port_usable_or_exit(args.host, args.port)
     level = settings.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("service").info("open-files limit: %d", raise_open_files_limit())

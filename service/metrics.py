@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (
     0.0001,
@@ -151,6 +153,13 @@ class Metrics:
         g.set_function(fn)
         self._gauges.append(g)
 
+    def gauge_by(
+        self, name: str, doc: str, label: str, fn: Callable[[], dict[str, float]]
+    ) -> None:
+        """A labelled gauge whose samples are `fn()` (label value -> value) at scrape time,
+        computed in one call for all label values."""
+        self.registry.register(_GaugeFamily(name, doc, label, fn))
+
     def command(self, type_name: str, result: str) -> None:
         """Count one applied command."""
         child = self._children.get((type_name, result))
@@ -165,3 +174,19 @@ class Metrics:
         if child is None:
             child = self._symbol_children[key] = counter.labels(symbol)
         child.inc(amount)
+
+
+class _GaugeFamily(Collector):
+    """One gauge family, one sample per label value, read from a function at scrape time."""
+
+    def __init__(self, name: str, doc: str, label: str, fn: Callable[[], dict[str, float]]) -> None:
+        self.name, self.doc, self.label, self.fn = name, doc, label, fn
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self.name, self.doc, labels=[self.label])
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.doc, labels=[self.label])
+        for value_of_label, value in self.fn().items():
+            family.add_metric([value_of_label], value)
+        yield family

@@ -165,6 +165,23 @@ class Services:
             "Bad debt: what the insurance fund could not pay, accumulated (SPEC §5 step 5)",
             lambda: self.engine.bad_debt_atoms / 1e8,
         )
+        m.gauge_by(
+            "exchange_open_interest",
+            "Open interest in base units (e.g. BTC): the sum of long position sizes, equal to "
+            "the sum of short ones",
+            "symbol",
+            self._open_interest,
+        )
+
+    def _open_interest(self) -> dict[str, float]:
+        """Per symbol, the long sizes of the accounts holding a position, in base units (read
+        on the event loop between commands, where the insurance fund holds none)."""
+        engine = self.engine
+        out = {}
+        for symbol in engine.symbols:
+            long_lots = sum(max(0, engine.accounts[a].size(symbol)) for a in engine.holders[symbol])
+            out[symbol] = long_lots * engine.instruments[symbol].lot_size_e8 / 1e8
+        return out
 
     async def start(self) -> None:
         s = self.settings

@@ -59,10 +59,11 @@ def test_readme_when_read_names_make_test_which_ci_runs() -> None:
 
 
 def test_readme_when_sandbox_command_runs_serves_healthz_and_a_live_book(tmp_path: Path) -> None:
-    # `make sandbox` = python -m service.demo --port 8000 --seconds 0; here on a free port
-    # and bounded, with the venv's python (what the Makefile's $(BIN)/python is).
+    # `make sandbox` = python -m service.demo --host 127.0.0.1 --port 8000 --seconds 0 (HOST
+    # and PORT overridable); here on a free port, with the venv's python ($(BIN)/python).
     makefile = (ROOT / "Makefile").read_text()
-    assert "$(BIN)/python -m service.demo --port 8000 --seconds 0" in makefile
+    assert "$(BIN)/python -m service.demo --host $(HOST) --port $(PORT) --seconds 0" in makefile
+    assert re.search(r"^HOST = 127\.0\.0\.1$", makefile, re.M) and re.search(r"^PORT = 8000$", makefile, re.M)
     from tests.integration.helpers import free_port
 
     port = free_port()
