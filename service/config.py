@@ -22,6 +22,11 @@ TOML layout (every key optional):
     max_order_notional = "50000000"  # USD per order, at the mark
     max_leverage = 50
     default_leverage = 10
+    mark_source = "admin"          # "index": the mark is median(index, index + basis, last) (SPEC §12)
+    basis_weight_ppm = 100000      # EMA weight of (mid - index) per index update
+    funding_interval_s = 28800     # seconds between funding rounds (00:00, 08:00, 16:00 UTC)
+    interest_ppm = 100             # per interval
+    funding_cap_ppm = 3750         # |rate| at most 0.375% per interval
     tiers = [
       { max_notional = "100000",   maintenance_ppm = 5000,  maintenance_amount = "0",     max_leverage = 50 },
       { max_notional = "1000000",  maintenance_ppm = 10000, maintenance_amount = "500",   max_leverage = 25 },
@@ -71,6 +76,10 @@ _INT_KEYS = (
     "liquidation_band_ppm",
     "price_band_ppm",
     "default_leverage",
+    "basis_weight_ppm",
+    "funding_interval_s",
+    "interest_ppm",
+    "funding_cap_ppm",
 )
 _INSTRUMENT_KEYS = {
     *_INT_KEYS,
@@ -81,6 +90,7 @@ _INSTRUMENT_KEYS = {
     "enabled",
     "max_order_qty",
     "max_order_notional",
+    "mark_source",
 }
 
 
@@ -166,6 +176,8 @@ def load_engine_config(path: Path | None) -> EngineConfig:
                 kwargs[key] = int(spec[key])
         if "tiers" in spec:
             kwargs["tiers"] = _tiers(spec["tiers"], symbol)
+        if "mark_source" in spec:
+            kwargs["mark_source"] = str(spec["mark_source"])
         if "max_order_notional" in spec:
             kwargs["max_order_notional_atoms"] = _e8(
                 spec["max_order_notional"], f"{symbol}.max_order_notional"

@@ -53,3 +53,24 @@ def test_place_when_band_is_one_percent_refuses_one_tick_past_it(tmp_path: Path)
     ex.reject(c.PlaceOrder(a, BTC, c.BUY, 1, MARK * 101 // 100 + 1), Reject.PRICE_OUT_OF_BAND)
     ex.rest(a, c.SELL, 1, MARK * 99 // 100 + 10_000)  # a sell far above is passive: no band
     ex.reject(c.PlaceOrder(a, BTC, c.SELL, 1, MARK * 99 // 100 - 1), Reject.PRICE_OUT_OF_BAND)
+
+
+def test_config_when_index_and_funding_keys_set_engine_uses_them(tmp_path: Path) -> None:
+    eng = _config(
+        tmp_path,
+        '[defaults]\nfunding_interval_s = 60\n'
+        '[instruments.BTC-PERP]\nmark_source = "index"\nbasis_weight_ppm = 200000\n'
+        'interest_ppm = -50\nfunding_cap_ppm = 1000\n',
+    )
+    btc, eth = eng.instruments["BTC-PERP"], eng.instruments["ETH-PERP"]
+    assert (btc.mark_source, btc.basis_weight_ppm, btc.interest_ppm, btc.funding_cap_ppm) == ("index", 200_000, -50, 1_000)
+    assert (btc.funding_interval_s, eth.funding_interval_s, eth.mark_source) == (60, 60, "admin")
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['mark_source = "oracle"', "basis_weight_ppm = 0", "funding_interval_s = 0", "funding_cap_ppm = 1000000"],
+)
+def test_config_when_index_or_funding_key_is_out_of_range_refused(tmp_path: Path, line: str) -> None:
+    with pytest.raises(ValueError):
+        _config(tmp_path, f"[instruments.BTC-PERP]\n{line}\n")
