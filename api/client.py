@@ -188,6 +188,20 @@ class ExchangeClient:
         """Move a mark; returns `{liquidations: [...], adl_fills: [...]}` it caused."""
         return await self._call("POST", "/v1/admin/mark-price", {"symbol": symbol, "price": _num(price)})  # type: ignore[no-any-return]
 
+    async def set_index_price(self, symbol: str, price: Num) -> Json:
+        """Record an index price; returns `{symbol, index_price, basis, mark_price,
+        liquidations, adl_fills}` once everything it set off has run."""
+        return await self._call("POST", "/v1/admin/index-price", {"symbol": symbol, "price": _num(price)})  # type: ignore[no-any-return]
+
+    async def apply_funding(self, symbol: str, rate: Num | None = None) -> Json:
+        """A funding round now, at `rate` (a signed fraction per interval) or the computed rate."""
+        body: Json = {"symbol": symbol} if rate is None else {"symbol": symbol, "rate": _num(rate)}
+        return await self._call("POST", "/v1/admin/funding", body)  # type: ignore[no-any-return]
+
+    async def funding(self, symbol: str) -> Json:
+        """Index, mark, basis, premium, predicted rate, next funding time, recent rates."""
+        return await self._call("GET", f"/v1/funding/{symbol}")  # type: ignore[no-any-return]
+
     async def set_adl_policy(self, symbol: str, policy: str) -> Json:
         return await self._call("PUT", "/v1/admin/adl-policy", {"symbol": symbol, "policy": policy})  # type: ignore[no-any-return]
 

@@ -9,8 +9,9 @@ mapped here too, so no default `{"detail": ...}` / 422 body ever leaks.
 
 Status codes: 400 validation and business rejections, 401 missing/unknown X-API-Key,
 403 bad X-Admin-Token, 404 unknown order/account/symbol-in-path/route, 405, 409
-DUPLICATE_CLIENT_ORDER_ID, 413 body too large, 429 rate limited (Retry-After),
-500 bug, 503 engine halted / not ready.
+DUPLICATE_CLIENT_ORDER_ID and MARK_SOURCE_IS_INDEX (an admin mark on a symbol whose mark
+follows its index: the request conflicts with the symbol's configuration), 413 body too
+large, 429 rate limited (Retry-After), 500 bug, 503 engine halted / not ready.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ _REJECT_STATUS = {
     Reject.ORDER_NOT_FOUND: 404,
     Reject.ACCOUNT_NOT_FOUND: 404,
     Reject.DUPLICATE_CLIENT_ORDER_ID: 409,
+    Reject.MARK_SOURCE_IS_INDEX: 409,
 }
 
 
@@ -128,6 +130,7 @@ _FIELD_CODES = {
     "leverage": Reject.INVALID_LEVERAGE,
     "policy": Reject.INVALID_ADL_POLICY,
     "client_order_id": Reject.INVALID_CLIENT_ORDER_ID,
+    "rate": Reject.INVALID_FUNDING_RATE,
 }
 
 

@@ -14,6 +14,12 @@ Strict input (SPEC §1), enforced here, before anything reaches the engine or th
   NaN/Infinity and anything else are refused. They are parsed exactly into `_e8` integers
   (`decimal_e8`, no floats); the tick/lot grid check needs the instrument and happens in
   api/convert.py.
+- A funding `rate` (`POST /v1/admin/funding`) is signed, and the one decimal allowed more
+  than 8 decimals: the same syntax with an optional leading `-` (`"-0"` is 0), at most 64
+  characters, converted exactly to parts per 1e8 (`rate_e8`) rounded half-even
+  (`funding_rate_e8`: "0.000000015" -> 2, "0.000000025" -> 2, "-0.000000015" -> -2); a
+  rate whose rounded magnitude is 1 or more is refused here (INVALID_FUNDING_RATE, as the
+  engine would), so it never reaches the journal.
 - Ids (account ids in bodies; order and account ids in paths) are integers in 1..2^63-1
   (`ID_MAX`): in a body a JSON integer (not a string, float or boolean); in a path
   canonical digits (`ID_PATTERN`: no sign, leading zero, fraction or exponent). Anything
@@ -36,7 +42,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from engine.units import E8
+from engine.units import E8, div_half_even
 
 MAX_DECIMAL_E8 = 10**23  # 1e15 units: far beyond any price, size or amount this venue sees
 MAX_DECIMAL_CHARS = 64
@@ -112,6 +118,36 @@ def _signed_e8(value: Any) -> int:
     return decimal_e8(value, signed=True)
 
 
+def funding_rate_e8(value: Any) -> int | None:
+    """A funding rate (signed decimal fraction per interval) in parts per 1e8, rounded
+    half-even; None stays None (the engine computes the rate). Refused: anything that is not
+    a signed plain decimal of at most 64 characters, and |rate_e8| >= 1e8 after rounding."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isfinite(value) and ("e" in repr(value)):
+        if abs(value) >= 1:
+            raise PydanticCustomError("funding_rate_range", "must be within (-1, 1)")
+        text = format(Decimal(repr(value)), "f")  # 1e-05 -> "0.00001"
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1:
+        raise PydanticCustomError("funding_rate_range", "must be within (-1, 1)")
+    else:
+        text = _decimal_text(value)
+    m = _DECIMAL_RE.fullmatch(text) if len(text) <= MAX_DECIMAL_CHARS else None
+    if m is None:
+        raise PydanticCustomError(
+            "decimal_parsing",
+            "must be a plain decimal string like \"0.0001\" or \"-0.00025\" (an optional "
+            "leading -, digits, optionally one dot and more digits; at most 64 characters)",
+        )
+    sign, whole, frac = m.group(1), m.group(2), m.group(3) or ""
+    magnitude = div_half_even(int(whole + frac) * E8, 10 ** len(frac))
+    if magnitude >= E8:
+        raise PydanticCustomError(
+            "funding_rate_range", "must be within (-1, 1) once rounded to 8 decimals"
+        )
+    return -magnitude if sign else magnitude
+
+
 def body_id(value: Any) -> int:
     """An id in a JSON body: a JSON integer in 1..2^63-1."""
     if type(value) is not int or not 1 <= value <= ID_MAX:
@@ -157,6 +193,20 @@ def _decimal_schema(example: str, signed: bool = False) -> dict[str, Any]:
     }
 
 
+_RATE_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": SIGNED_DECIMAL_PATTERN, "maxLength": MAX_DECIMAL_CHARS},
+        {"type": "number", "exclusiveMinimum": -1, "exclusiveMaximum": 1},
+        {"type": "null"},
+    ],
+    "description": "funding rate per interval as a signed decimal fraction (positive: longs "
+    "pay shorts), |rate| < 1; rounded half-even to 8 decimals (parts per 1e8); absent or "
+    "null: the rate computed from the premium samples. A JSON number is read through its "
+    "shortest decimal form written without an exponent",
+    "examples": ["0.0001", "-0.00025"],
+}
+
+
 def _query_int(lo: int, hi: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, str) and _DIGITS_RE.fullmatch(value) and lo <= int(value) <= hi:
@@ -189,6 +239,8 @@ Amount = Annotated[int, PlainValidator(_positive_e8), WithJsonSchema(_decimal_sc
 SignedAmount = Annotated[
     int, PlainValidator(_signed_e8), WithJsonSchema(_decimal_schema("-250.5", signed=True))
 ]
+# A funding rate in parts per 1e8 (rounded half-even), or None.
+FundingRate = Annotated[int | None, PlainValidator(funding_rate_e8), WithJsonSchema(_RATE_SCHEMA)]
 # Ids: 1..2^63-1 (body: a JSON integer; path: canonical digits).
 BodyId = Annotated[int, PlainValidator(body_id), WithJsonSchema({**_ID_SCHEMA, "examples": [1]})]
 PathId = Annotated[int, PlainValidator(path_id), WithJsonSchema({**_ID_SCHEMA, "examples": [42]})]
@@ -303,6 +355,29 @@ class MarkPriceRequest(BaseModel):
 
     symbol: Symbol
     price: Price
+
+
+class IndexPriceRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"symbol": "BTC-PERP", "price": "50010"}]}
+    )
+
+    symbol: Symbol
+    price: Price
+
+
+class FundingRequest(BaseModel):
+    """A funding round now: at the given `rate`, or (absent) at the computed one."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"symbol": "BTC-PERP", "rate": "0.0001"}, {"symbol": "BTC-PERP"}]
+        },
+    )
+
+    symbol: Symbol
+    rate: FundingRate = None
 
 
 class AdlPolicyRequest(BaseModel):
@@ -461,6 +536,7 @@ class PositionOut(BaseModel):
                     "liquidation_price": "68342.12",
                     "leverage": 10,
                     "adl_quantile": 3,
+                    "funding": "12.5",
                 }
             ]
         }
@@ -474,6 +550,9 @@ class PositionOut(BaseModel):
     liquidation_price: Dec | None
     leverage: int
     adl_quantile: int = Field(ge=0, le=4)
+    funding: Dec = Field(
+        description="funding received (+) or paid (-) since the position was opened, exact USD"
+    )
 
 
 class AccountOut(BaseModel):
@@ -555,6 +634,15 @@ class InstrumentOut(BaseModel):
     tiers: list[TierOut]
     mark_price: Dec | None
     adl_policy: Literal["queue", "pro_rata"]
+    mark_source: Literal["admin", "index"] = Field(
+        description="admin: the mark is set by POST /v1/admin/mark-price; index: "
+        "median(index, index + basis, last trade) at every index update (SPEC §12)"
+    )
+    index_price: Dec | None = Field(description="null until an index price was set")
+    basis_weight_ppm: int = Field(description="EMA weight of (mid - index) per index update")
+    funding_interval_s: int = Field(description="seconds between funding rounds (epoch-aligned)")
+    interest_rate: Dec = Field(description="interest per funding interval, e.g. \"0.0001\"")
+    funding_cap: Dec = Field(description="|funding rate| at most this per interval")
 
 
 class InsuranceFundOut(BaseModel):
@@ -641,6 +729,114 @@ class MarkPriceOut(BaseModel):
 
     liquidations: list[LiquidationOut]
     adl_fills: list[AdlFillOut]
+
+
+class IndexPriceOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "symbol": "BTC-PERP",
+                    "index_price": "50000",
+                    "basis": "2",
+                    "mark_price": "50002",
+                    "liquidations": [],
+                    "adl_fills": [],
+                }
+            ]
+        }
+    )
+
+    symbol: str
+    index_price: Dec
+    basis: Dec = Field(description="EMA of (mid - index) after this update, in USD (signed)")
+    mark_price: Dec | None = Field(description="the mark after the update (null: none yet)")
+    liquidations: list[LiquidationOut]
+    adl_fills: list[AdlFillOut]
+
+
+class FundingOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "symbol": "BTC-PERP",
+                    "rate": "0.0001",
+                    "premium": None,
+                    "samples": 0,
+                    "mark_price": "50000",
+                    "payments": 2,
+                    "insurance_fund_delta": "0",
+                    "liquidations": [],
+                    "adl_fills": [],
+                }
+            ]
+        }
+    )
+
+    symbol: str
+    rate: Dec = Field(description="the rate applied (per interval; positive: longs pay shorts)")
+    premium: Dec | None = Field(
+        description="mean premium of the samples, rounded half-even to 8 decimals; null when "
+        "the rate was given"
+    )
+    samples: int = Field(description="premium samples since the previous round (now cleared)")
+    mark_price: Dec = Field(description="the mark the payments were computed at")
+    payments: int = Field(description="positions that paid or received (funding_paid events)")
+    insurance_fund_delta: Dec = Field(
+        description="the rounding residue the round put in the insurance fund (payers round "
+        "up, receivers down); liquidations after the round report their own"
+    )
+    liquidations: list[LiquidationOut]
+    adl_fills: list[AdlFillOut]
+
+
+class FundingRoundOut(BaseModel):
+    time: int = Field(description="epoch milliseconds of the round")
+    rate: Dec
+
+
+class FundingStateOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "symbol": "BTC-PERP",
+                    "mark_source": "index",
+                    "index_price": "50000",
+                    "mark_price": "50002",
+                    "basis": "2",
+                    "premium": "0.0001",
+                    "samples": 12,
+                    "predicted_rate": "0.0001",
+                    "interest_rate": "0.0001",
+                    "funding_cap": "0.00375",
+                    "funding_interval_s": 28800,
+                    "next_funding_time": 1764748800000,
+                    "recent": [{"time": 1764720000000, "rate": "0.0001"}],
+                }
+            ]
+        }
+    )
+
+    symbol: str
+    mark_source: Literal["admin", "index"]
+    index_price: Dec | None = Field(description="null until an index price was set")
+    mark_price: Dec | None
+    basis: Dec
+    premium: Dec | None = Field(
+        description="mean of the premium samples since the last round, rounded half-even to 8 "
+        "decimals; null without samples"
+    )
+    samples: int
+    predicted_rate: Dec = Field(
+        description="what a computed round would charge now (the premium mean, 0 without samples)"
+    )
+    interest_rate: Dec
+    funding_cap: Dec
+    funding_interval_s: int
+    next_funding_time: int = Field(description="epoch milliseconds of the next scheduled round")
+    recent: list[FundingRoundOut] = Field(description="recent rounds, newest first (up to 100)")
 
 
 class StatusOut(BaseModel):

@@ -1,7 +1,8 @@
 """Response bodies built from engine state (read between two commands) and engine views.
 
 Margin numbers come from engine.views (`account_view`, `positions_view`, `avg_price_e8`);
-this module only renders them with service.format's decimal helpers.
+this module only renders them with service.format's decimal helpers (and reads a position's
+cumulative funding, which the engine views do not carry).
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ def fill_body(engine: Engine, fill: Fill) -> dict[str, Any]:
     }
 
 
-def position_body(engine: Engine, p: PositionView) -> dict[str, Any]:
+def position_body(engine: Engine, account_id: int, p: PositionView) -> dict[str, Any]:
+    """The SPEC §9 position shape, plus `funding`: what the position has received (+) or
+    paid (-) in funding since it was opened (engine `Position.funding_atoms`)."""
     inst = engine.instruments[p.symbol]
+    pos = engine.accounts[account_id].positions.get(p.symbol)
     return {
         "symbol": p.symbol,
         "size": e8_to_str(p.size_lots * inst.lot_size_e8),
@@ -78,6 +82,7 @@ def position_body(engine: Engine, p: PositionView) -> dict[str, Any]:
         "liquidation_price": e8_str(p.liquidation_price_e8),
         "leverage": p.leverage,
         "adl_quantile": p.adl_quantile,
+        "funding": money_str(pos.funding_atoms if pos is not None else 0),
     }
 
 
@@ -91,5 +96,5 @@ def account_body(engine: Engine, account_id: int) -> dict[str, Any]:
         "maintenance_margin": money_str(v.maintenance_margin_atoms),
         "initial_margin": money_str(v.initial_margin_atoms),
         "available": money_str(v.available_atoms),
-        "positions": [position_body(engine, p) for p in v.positions],
+        "positions": [position_body(engine, account_id, p) for p in v.positions],
     }

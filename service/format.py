@@ -12,6 +12,14 @@ or an amount reads the same everywhere. Rules for event fields (engine name -> p
 - `*_e8`    -> decimal string (`bankruptcy_price_e8` -> `bankruptcy_price`);
 - everything else as is (ids and ranks stay JSON integers).
 
+SPEC §12 events, by these rules: `index_price_changed` -> `{symbol, price (the index), basis}`
+(basis signed, in USD); `funding_rate_changed` -> `{symbol, rate, premium, samples,
+mark_price}` (`rate_e8` / `premium_e8` are parts per 1e8, so `rate` is the fraction itself:
+`10000` -> `"0.0001"`; `premium` null when the rate was given); `funding_paid` ->
+`{account_id, symbol, size, rate, amount, wallet_balance}` (`amount` signed: negative paid,
+positive received). `funding_state` renders a symbol's index, mark, premium and funding
+schedule (GET /v1/funding/{symbol} and the `funding:<symbol>` snapshot).
+
 `liquidation` and `adl` carry exactly the fields SPEC §8 names (`_EXACT_FIELDS`); their
 other engine fields (bankruptcy value, policy, ...) stay in the engine's own log.
 `liquidation` names its account both `account` (SPEC §8) and `account_id` (`_ALIASES`).
@@ -20,11 +28,17 @@ other engine fields (bankruptcy value, policy, ...) stay in the engine's own log
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 from engine import events as ev
+from engine.engine import Engine
+from engine.funding import funding_rate, to_e8
 from engine.instruments import Instrument
 from engine.units import e8_to_str
+from service.funding_times import next_funding_time_ns
+
+NS_PER_MS = 1_000_000
 
 _RENAMES = {
     "canceled_lots": "canceled_qty",
@@ -88,6 +102,46 @@ def money_str(atoms: int) -> str:
 def e8_str(value_e8: int | None) -> str | None:
     """An `_e8` fixed-point value as a decimal string (None stays None)."""
     return None if value_e8 is None else e8_to_str(value_e8)
+
+
+def ppm_str(value_ppm: int) -> str:
+    """Parts per million as a decimal fraction (`100` -> `"0.0001"`)."""
+    return e8_to_str(value_ppm * 100)
+
+
+def funding_state(engine: Engine, symbol: str, now_ns: int) -> dict[str, Any]:
+    """Index, basis, mark, the premium since the last round, the rate a computed round would
+    charge now, the schedule and the recent rounds (newest first) of one symbol.
+
+    `premium` is the exact mean of the samples rounded half-even to 8 decimals (null without
+    samples); `predicted_rate` is `funding_rate(mean or 0)` rounded like a round would.
+    Times are epoch milliseconds; `next_funding_time` comes from `now_ns` (the service clock).
+    """
+    inst = engine.instruments[symbol]
+    samples = engine.premium_samples.get(symbol, 0)
+    premium = engine.premium_sum[symbol] / samples if samples else None
+    predicted = funding_rate(
+        premium if premium is not None else Fraction(0), inst.interest_ppm, inst.funding_cap_ppm
+    )
+    history = engine.funding_history[symbol]
+    return {
+        "symbol": symbol,
+        "mark_source": inst.mark_source,
+        "index_price": price_str(inst, engine.index.get(symbol)),
+        "mark_price": price_str(inst, engine.marks.get(symbol)),
+        "basis": price_str(inst, engine.basis.get(symbol, 0)),
+        "premium": None if premium is None else e8_to_str(to_e8(premium)),
+        "samples": samples,
+        "predicted_rate": e8_to_str(to_e8(predicted)),
+        "interest_rate": ppm_str(inst.interest_ppm),
+        "funding_cap": ppm_str(inst.funding_cap_ppm),
+        "funding_interval_s": inst.funding_interval_s,
+        "next_funding_time": next_funding_time_ns(now_ns, inst.funding_interval_s) // NS_PER_MS,
+        "recent": [
+            {"time": ts_ns // NS_PER_MS, "rate": e8_to_str(rate_e8)}
+            for ts_ns, rate_e8 in reversed(history)
+        ],
+    }
 
 
 # A converter per field: (public name, function(instrument, value) -> public value).

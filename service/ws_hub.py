@@ -1,7 +1,8 @@
 """WebSocket fan-out (SPEC §10): public channels and the private `account` channel.
 
 Client -> server ops (JSON text frames):
-    {"op": "subscribe",   "channels": ["trades:BTC-PERP", "book:BTC-PERP", "mark:BTC-PERP", "adl", "liquidations"]}
+    {"op": "subscribe",   "channels": ["trades:BTC-PERP", "book:BTC-PERP", "mark:BTC-PERP",
+                                        "funding:BTC-PERP", "adl", "liquidations"]}
     {"op": "unsubscribe", "channels": [...]}
     {"op": "auth", "api_key": "..."}      -> also subscribes the private channel "account"
     {"op": "ping"}
@@ -14,9 +15,13 @@ larger than the server's `ws_max_size` is refused by the protocol layer (close 1
 Channels: `trades:<symbol>` (public trade: no account or order ids), `book:<symbol>` (top-N
 snapshot after every engine batch that changed that book, so coalesced per batch; one
 snapshot right after subscribing), `mark:<symbol>` (the current mark right after
-subscribing, then every change), `liquidations`, `adl` (the §8 event data), `account` (that
-account's order events, fills, positions, deposits/withdrawals, leverage, rejections, its
-liquidation and the ADL fills where it is the counterparty, and `adl_quantile` updates).
+subscribing, then every change, whether set by an admin or from the index),
+`funding:<symbol>` (a `funding` snapshot of the symbol's funding state right after
+subscribing, service/format.py `funding_state`, then its `index_price_changed` and
+`funding_rate_changed` events), `liquidations`, `adl` (the §8 event data), `account` (that
+account's order events, fills, positions, deposits/withdrawals, leverage, funding payments,
+rejections, its liquidation and the ADL fills where it is the counterparty, and
+`adl_quantile` updates).
 
 Ordering and durability. The engine loop applies a batch at once but hands its events over
 only once the journal is durable (`on_delivered`, service/engine_loop.py), and with
@@ -28,13 +33,15 @@ changed that someone watches, snapshots owed to new subscribers, `adl_quantile` 
 due); `on_delivered(events, captured)` sends it with the events. Invariants:
 - on one connection `seq` never decreases: events carry their own seq, a book or quantile
   message the seq of the batch it was read after, control / heartbeat / subscribe
-  snapshots the last seq delivered (`self.seq`);
+  snapshots the last seq delivered (`self.seq`) or the seq of the batch they were read after;
 - a message reflects only delivered (journaled) events: a state message with seq s never
   precedes an event with seq <= s;
 - subscribers are resolved at delivery, so a subscription made while batches are in flight
-  gets their events; a snapshot owed to it (`book`, `mark`, the account's quantiles) is
-  read at the next capture (or from the live engine once nothing is in flight) and is sent
-  only if no message of that channel made it redundant: nothing is missed, nothing doubled;
+  gets their events; a snapshot owed to it (`book`, `mark`, `funding`, the account's
+  quantiles) is read at the next capture (or from the live engine once nothing is in
+  flight) and is sent only if no message of that channel made it redundant: nothing is
+  missed, nothing doubled (an event on `funding:` never makes its snapshot redundant: it
+  does not carry the premium or the schedule);
 - a book message goes to a connection only when its top N differs from the last one that
   connection got (a batch that touched the book without changing the top N sends nothing).
 Cost with no subscriber that needs state (no `book:` channel, no `account`, nothing owed):
@@ -88,7 +95,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine import events as ev
 from engine.engine import Engine
-from service.format import EventFormatter, price_str
+from service.format import EventFormatter, funding_state, price_str
 from service.keys import KeyRegistry
 from service.limits import WS_CONNECT_WEIGHT, AbuseLimits, client_key
 from service.metrics import Metrics
@@ -121,7 +128,9 @@ _ACCOUNT_EVENTS = (
     ev.WithdrawalMade,
     ev.LeverageChanged,
     ev.NegativeBalanceCovered,
+    ev.FundingPaid,
 )
+_FUNDING_EVENTS = (ev.IndexPriceChanged, ev.FundingRateChanged)  # -> `funding:<symbol>`
 _BOOK_EVENTS = frozenset((ev.OrderAccepted, ev.OrderCanceled, ev.OrderAmended, ev.TradeExecuted))
 # events that move an account's wallet or positions, hence its equity, hence its ADL rank in
 # every symbol it holds (cross margin), -> the fields naming those accounts (trades and
@@ -132,6 +141,7 @@ _EQUITY_EVENTS: dict[type, tuple[str, ...]] = {
     ev.AccountLiquidated: ("account_id",),
     ev.PositionDeleveraged: ("liquidated_account_id", "counterparty_account_id"),
     ev.NegativeBalanceCovered: ("account_id",),
+    ev.FundingPaid: ("account_id",),
 }
 
 Depth = tuple[list[tuple[int, int]], list[tuple[int, int]]]
@@ -193,17 +203,18 @@ class WsClient:
 class Captured:
     """Engine state read right after one batch was applied, sent when the batch is delivered."""
 
-    __slots__ = ("books", "changed", "full_quantiles", "marks", "quantiles")
+    __slots__ = ("books", "changed", "full_quantiles", "fundings", "marks", "quantiles")
 
     def __init__(self, changed: set[str]) -> None:
         self.changed = changed  # symbols whose book the batch touched
         self.books: dict[str, Depth] = {}  # top-N of watched changed books and owed snapshots
         self.marks: dict[str, int | None] = {}  # owed mark snapshots
+        self.fundings: dict[str, dict[str, Any]] = {}  # owed funding snapshots, rendered
         self.quantiles: dict[str, dict[int, int]] = {}  # symbol -> account_id -> adl_quantile
         self.full_quantiles = False  # every symbol (owed to a newly subscribed account)
 
     def __bool__(self) -> bool:
-        return bool(self.books or self.marks or self.quantiles)
+        return bool(self.books or self.marks or self.fundings or self.quantiles)
 
 
 class WsHub:
@@ -252,6 +263,7 @@ class WsHub:
         self._owing: set[WsClient] = set()  # clients with a snapshot owed
         self._owed_books: set[str] = set()  # read at the next capture
         self._owed_marks: set[str] = set()
+        self._owed_fundings: set[str] = set()
         self._owed_quantiles = False
         self._quantile_dirty: set[str] = set()
         self._quantile_due = False  # the throttle allows a push: read at the next capture
@@ -345,6 +357,11 @@ class WsHub:
         for symbol in self._owed_marks:
             cap.marks[symbol] = engine.marks.get(symbol)
         self._owed_marks = set()
+        if self._owed_fundings:
+            now_ns = time.time_ns()
+            for symbol in self._owed_fundings:
+                cap.fundings[symbol] = funding_state(engine, symbol, now_ns)
+            self._owed_fundings = set()
         if self.accounts and (self._owed_quantiles or self._quantile_due):
             full = self._owed_quantiles
             symbols = self.symbols if full else self._quantile_dirty
@@ -388,6 +405,10 @@ class WsHub:
                     for client in list(targets):  # the newest mark: no snapshot is owed any more
                         self._settled(client, ch)
                     self._send(targets, ch, event.seq, self._typed(event))
+            elif cls in _FUNDING_EVENTS:
+                ch = "funding:" + event.symbol
+                if ch in channels:
+                    self._send(channels[ch], ch, event.seq, self._typed(event))
             elif cls is ev.AccountLiquidated:
                 data = None
                 if "liquidations" in channels:
@@ -440,6 +461,11 @@ class WsHub:
                 price = price_str(self.engine.instruments[symbol], ticks)
                 data = {"type": "mark_price_changed", "symbol": symbol, "price": price}
                 self._send(targets, ch, seq, data)
+        for symbol, state in cap.fundings.items():
+            ch = "funding:" + symbol
+            targets = {c for c in channels.get(ch, ()) if self._settled(c, ch, seq)}
+            if targets:
+                self._send(targets, ch, seq, {"type": "funding", **state})
         if cap.quantiles:
             self._emit_quantiles(cap, seq)
 
@@ -485,6 +511,8 @@ class WsHub:
             self._owed_books.add(symbol)
         elif kind == "mark":
             self._owed_marks.add(symbol)
+        elif kind == "funding":
+            self._owed_fundings.add(symbol)
         else:
             self._owed_quantiles = True
 
@@ -795,7 +823,7 @@ class WsHub:
         if ch in ("adl", "liquidations"):
             return True
         kind, _, symbol = ch.partition(":")
-        return kind in ("trades", "book", "mark") and symbol in self.symbols
+        return kind in ("trades", "book", "mark", "funding") and symbol in self.symbols
 
     def _subscribe(self, client: WsClient, chans: list[str]) -> None:
         ok: list[str] = []
@@ -817,7 +845,7 @@ class WsHub:
             client.engaged = True
             self._send_one(client, "control", {"type": "subscribed", "channels": ok})
         for ch in ok:  # an initial snapshot, so a client never starts from nothing
-            if ch == "account" or ch.startswith(("book:", "mark:")):
+            if ch == "account" or ch.startswith(("book:", "mark:", "funding:")):
                 self._owe(client, ch)
         self._settle()
 

@@ -47,7 +47,9 @@ async def account(services: ServicesDep, account_id: AccountDep) -> Response:
 )
 async def positions(services: ServicesDep, account_id: AccountDep) -> Response:
     engine = services.engine
-    return json_response([position_body(engine, p) for p in positions_view(engine, account_id)])
+    return json_response(
+        [position_body(engine, account_id, p) for p in positions_view(engine, account_id)]
+    )
 
 
 def _leverage_set(engine: Engine, events: list[Any]) -> Any:

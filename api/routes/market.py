@@ -1,7 +1,8 @@
-"""Public market data: instruments, order book, recent trades, insurance fund."""
+"""Public market data: instruments, order book, recent trades, insurance fund, funding."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -15,12 +16,13 @@ from api.schemas import (
     BookOut,
     Count1000,
     ErrorBody,
+    FundingStateOut,
     InstrumentOut,
     InsuranceFundOut,
     TradeOut,
 )
 from engine.units import e8_to_str
-from service.format import money_str, price_str
+from service.format import funding_state, money_str, ppm_str, price_str
 
 router = APIRouter(prefix="/v1", tags=["market data"])
 
@@ -64,6 +66,12 @@ async def instruments(services: ServicesDep) -> Response:
                 ],
                 "mark_price": price_str(inst, engine.marks.get(symbol)),
                 "adl_policy": engine.adl_policy[symbol],
+                "mark_source": inst.mark_source,
+                "index_price": price_str(inst, engine.index.get(symbol)),
+                "basis_weight_ppm": inst.basis_weight_ppm,
+                "funding_interval_s": inst.funding_interval_s,
+                "interest_rate": ppm_str(inst.interest_ppm),
+                "funding_cap": ppm_str(inst.funding_cap_ppm),
             }
         )
     return json_response(out)
@@ -119,3 +127,17 @@ async def insurance_fund(services: ServicesDep) -> Response:
             "bad_debt": money_str(engine.bad_debt_atoms),
         }
     )
+
+
+@router.get(
+    "/funding/{symbol}",
+    response_model=FundingStateOut,
+    responses=_404,
+    summary="Index, mark, basis, premium, predicted rate, next funding time, recent rates",
+)
+async def funding(services: ServicesDep, symbol: SymbolPath) -> Response:
+    """The funding state of one symbol now (SPEC §12); `next_funding_time` is read from the
+    service clock, aligned to the epoch like the scheduler's rounds."""
+    engine = services.engine
+    convert.instrument(engine, symbol, in_path=True)
+    return json_response(funding_state(engine, symbol, time.time_ns()))

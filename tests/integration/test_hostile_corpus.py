@@ -6,7 +6,8 @@ content type) and leave the engine exactly as it was: the same seq and the same 
 (`GET /v1/admin/engine`) before and after, so nothing reached the engine or the journal.
 
 The corpus is the product of:
-- bad decimals (`BAD_DECIMALS`) x every decimal field of every route (`DECIMAL_FIELDS`);
+- bad decimals (`BAD_DECIMALS`) x every decimal field of every route (`DECIMAL_FIELDS`), and
+  bad signed rates (`BAD_RATES`) x the funding `rate`;
 - bad ids (`BAD_PATH_IDS`, `BAD_BODY_IDS`) x every id in a path or body;
 - bad query integers x `depth` / `limit`;
 - per body route: each required field missing, an unknown field, wrong JSON types,
@@ -67,6 +68,11 @@ BODY_ROUTES: list[tuple[str, str, str, str, dict[str, Any], tuple[str, ...]]] = 
         "adl_policy", "PUT", "/v1/admin/adl-policy", "admin",
         {"symbol": "BTC-PERP", "policy": "queue"}, ("symbol", "policy"),
     ),
+    (
+        "index", "POST", "/v1/admin/index-price", "admin", {"symbol": "BTC-PERP", "price": "50000"},
+        ("symbol", "price"),
+    ),
+    ("funding", "POST", "/v1/admin/funding", "admin", {"symbol": "BTC-PERP", "rate": "0.0001"}, ("symbol",)),
 ]
 _ROUTE = {r[0]: r for r in BODY_ROUTES}
 
@@ -80,6 +86,7 @@ DECIMAL_FIELDS = [
     ("deposit", "amount", "INVALID_AMOUNT"),
     ("insurance", "amount", "INVALID_AMOUNT"),
     ("mark", "price", "INVALID_PRICE"),
+    ("index", "price", "INVALID_PRICE"),
 ]
 
 # JSON values that are not strict positive decimals (SPEC §1)
@@ -99,6 +106,21 @@ BAD_DECIMALS: list[tuple[str, Any]] = [
     ("bool_true", True), ("bool_false", False), ("num_negative", -5), ("num_zero", 0),
     ("num_neg_zero", -0.0), ("num_tiny", 1e-9), ("num_huge", 1e16), ("num_exp_only", 1e300),
     ("num_big_int", 10**40), ("list", []), ("list_str", ["1"]), ("object", {}), ("object_v", {"v": "1"}),
+]
+
+# JSON values that are not a signed decimal within (-1, 1) after rounding to 8 decimals (the
+# funding `rate`: "-0.5", "0" or "0.000000001" are valid there, so BAD_DECIMALS does not apply)
+BAD_RATES: list[tuple[str, Any]] = [
+    ("one", "1"), ("minus_one", "-1"), ("rounds_to_one", "0.999999995"),
+    ("rounds_to_minus_one", "-0.999999995"), ("huge", "9" * 64), ("too_large", "1000000000000000"),
+    ("exp", "1e-4"), ("exp_upper", "1E-4"), ("plus", "+0.1"), ("double_minus", "--0.1"),
+    ("minus_space", "- 0.1"), ("minus_only", "-"), ("unicode_minus", "\u22120.1"), ("lead_dot", ".5"),
+    ("minus_lead_dot", "-.5"), ("trail_dot", "5."), ("lead_space", " 0.1"), ("trail_space", "0.1 "),
+    ("comma", "0,1"), ("empty", ""), ("nan", "NaN"), ("inf", "-Infinity"), ("long", "0." + "0" * 63),
+    ("arabic_digits", "\u0660.1"), ("fraction", "1/2"), ("bool_true", True), ("bool_false", False),
+    ("num_one", 1), ("num_minus_one", -1), ("num_huge", 1e16), ("num_float", 1.5),
+    ("num_exp_only", 1e300), ("num_subnormal", 5e-324), ("num_big_int", 10**40), ("list", []),
+    ("object", {}),
 ]
 
 BAD_PATH_IDS = [
@@ -138,6 +160,8 @@ WRONG_TYPES: list[tuple[str, str, Any]] = [
     ("mark", "symbol", "DOGE-PERP"), ("mark", "symbol", 1), ("mark", "price", None),
     ("adl_policy", "policy", "fifo"), ("adl_policy", "policy", 1), ("adl_policy", "symbol", None),
     ("deposit", "amount", None), ("withdraw", "amount", None), ("insurance", "amount", None),
+    ("index", "symbol", "DOGE-PERP"), ("index", "symbol", None), ("index", "price", None),
+    ("funding", "symbol", "DOGE-PERP"), ("funding", "symbol", 7), ("funding", "rate_e8", 1),
 ]
 METHODS = ["FOO", "PUT", "TRACE", "PROPFIND", "PURGE", "OPTIONS"]
 METHOD_PATHS = ["/v1/orders", "/v1/account", "/v1/instruments", "/v1/withdraw", "/v1/admin/deposit"]
@@ -149,6 +173,8 @@ TRAILING_SLASH: list[tuple[str, str, str]] = [
     ("GET", "/v1/instruments/", "none"), ("GET", "/v1/orderbook/BTC-PERP/", "none"),
     ("GET", "/v1/trades/BTC-PERP/", "none"), ("GET", "/v1/insurance-fund/", "none"),
     ("GET", "/healthz/", "none"), ("GET", "/readyz/", "none"), ("GET", "/v1//orders", "key"),
+    ("GET", "/v1/funding/BTC-PERP/", "none"), ("GET", "/v1/funding/", "none"),
+    ("POST", "/v1/admin/funding/", "admin"), ("POST", "/v1/admin/index-price/", "admin"),
 ]
 
 
@@ -169,6 +195,12 @@ def bad_decimals() -> Iterator[Case]:
                 f"decimal-{route}-{name}-{label}", method, path, auth, _with(body, name, value),
                 400, error,
             )
+    _, method, path, auth, body, _ = _ROUTE["funding"]
+    for label, value in BAD_RATES:
+        yield Case(
+            f"rate-funding-{label}", method, path, auth, _with(body, "rate", value), 400,
+            "INVALID_FUNDING_RATE",
+        )
 
 
 def bad_ids() -> Iterator[Case]:
@@ -253,6 +285,10 @@ def bad_routes() -> Iterator[Case]:
     yield Case("unknown_route", "GET", "/v1/nothing-here", "none", _NO_BODY, 404, "NOT_FOUND")
     yield Case(
         "unknown_symbol_in_path", "GET", "/v1/orderbook/DOGE-PERP", "none", _NO_BODY, 404,
+        "INVALID_SYMBOL",
+    )
+    yield Case(
+        "unknown_symbol_in_funding_path", "GET", "/v1/funding/DOGE-PERP", "none", _NO_BODY, 404,
         "INVALID_SYMBOL",
     )
 
