@@ -18,7 +18,10 @@ snapshot right after subscribing), `mark:<symbol>` (the current mark right after
 subscribing, then every change, whether set by an admin or from the index),
 `funding:<symbol>` (a `funding` snapshot of the symbol's funding state right after
 subscribing, service/format.py `funding_state`, then its `index_price_changed` and
-`funding_rate_changed` events), `liquidations`, `adl` (the §8 event data), `account` (that
+`funding_rate_changed` events), `insurance_fund` (an `insurance_fund` snapshot {balance,
+bad_debt} right after subscribing, then `insurance_fund_changed` events and a `bad_debt`
+message {amount, account_id, symbol} for every liquidation or covered deficit that left
+bad debt), `liquidations`, `adl` (the §8 event data), `account` (that
 account's order events, fills, positions, deposits/withdrawals, leverage, funding payments,
 rejections, its liquidation and the ADL fills where it is the counterparty, and
 `adl_quantile` updates).
@@ -95,7 +98,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine import events as ev
 from engine.engine import Engine
-from service.format import EventFormatter, funding_state, price_str
+from service.format import EventFormatter, funding_state, money_str, price_str
 from service.keys import KeyRegistry
 from service.limits import WS_CONNECT_WEIGHT, AbuseLimits, client_key
 from service.metrics import Metrics
@@ -203,7 +206,7 @@ class WsClient:
 class Captured:
     """Engine state read right after one batch was applied, sent when the batch is delivered."""
 
-    __slots__ = ("books", "changed", "full_quantiles", "fundings", "marks", "quantiles")
+    __slots__ = ("books", "changed", "full_quantiles", "fund", "fundings", "marks", "quantiles")
 
     def __init__(self, changed: set[str]) -> None:
         self.changed = changed  # symbols whose book the batch touched
@@ -212,9 +215,10 @@ class Captured:
         self.fundings: dict[str, dict[str, Any]] = {}  # owed funding snapshots, rendered
         self.quantiles: dict[str, dict[int, int]] = {}  # symbol -> account_id -> adl_quantile
         self.full_quantiles = False  # every symbol (owed to a newly subscribed account)
+        self.fund: tuple[int, int] | None = None  # owed insurance-fund snapshot: (balance, bad debt)
 
     def __bool__(self) -> bool:
-        return bool(self.books or self.marks or self.fundings or self.quantiles)
+        return bool(self.books or self.marks or self.fundings or self.quantiles or self.fund is not None)
 
 
 class WsHub:
@@ -264,6 +268,7 @@ class WsHub:
         self._owed_books: set[str] = set()  # read at the next capture
         self._owed_marks: set[str] = set()
         self._owed_fundings: set[str] = set()
+        self._owed_fund = False
         self._owed_quantiles = False
         self._quantile_dirty: set[str] = set()
         self._quantile_due = False  # the throttle allows a push: read at the next capture
@@ -362,6 +367,9 @@ class WsHub:
             for symbol in self._owed_fundings:
                 cap.fundings[symbol] = funding_state(engine, symbol, now_ns)
             self._owed_fundings = set()
+        if self._owed_fund:
+            cap.fund = (engine.insurance_fund.wallet_atoms, engine.bad_debt_atoms)
+            self._owed_fund = False
         if self.accounts and (self._owed_quantiles or self._quantile_due):
             full = self._owed_quantiles
             symbols = self.symbols if full else self._quantile_dirty
@@ -398,6 +406,11 @@ class WsHub:
             elif cls in _ACCOUNT_EVENTS:
                 if event.account_id in accounts:
                     self._send(accounts[event.account_id], "account", event.seq, self._typed(event))
+                if cls is ev.NegativeBalanceCovered and event.bad_debt_atoms and "insurance_fund" in channels:
+                    self._send_bad_debt(event, None)
+            elif cls is ev.InsuranceFundChanged:
+                if "insurance_fund" in channels:
+                    self._send(channels["insurance_fund"], "insurance_fund", event.seq, self._typed(event))
             elif cls is ev.MarkPriceChanged:
                 ch = "mark:" + event.symbol
                 if ch in channels:
@@ -410,6 +423,8 @@ class WsHub:
                 if ch in channels:
                     self._send(channels[ch], ch, event.seq, self._typed(event))
             elif cls is ev.AccountLiquidated:
+                if event.bad_debt_atoms and "insurance_fund" in channels:
+                    self._send_bad_debt(event, event.symbol)
                 data = None
                 if "liquidations" in channels:
                     data = self._typed(event)
@@ -466,8 +481,24 @@ class WsHub:
             targets = {c for c in channels.get(ch, ()) if self._settled(c, ch, seq)}
             if targets:
                 self._send(targets, ch, seq, {"type": "funding", **state})
+        if cap.fund is not None:
+            targets = {c for c in channels.get("insurance_fund", ()) if self._settled(c, "insurance_fund", seq)}
+            if targets:
+                balance, bad_debt = cap.fund
+                data = {"type": "insurance_fund", "balance": money_str(balance), "bad_debt": money_str(bad_debt)}
+                self._send(targets, "insurance_fund", seq, data)
         if cap.quantiles:
             self._emit_quantiles(cap, seq)
+
+    def _send_bad_debt(self, event: Any, symbol: str | None) -> None:
+        """`insurance_fund`: bad debt a liquidation or a covered flat deficit left (SPEC §5 step 5)."""
+        data = {
+            "type": "bad_debt",
+            "amount": money_str(event.bad_debt_atoms),
+            "account_id": event.account_id,
+            "symbol": symbol,
+        }
+        self._send(self.channels["insurance_fund"], "insurance_fund", event.seq, data)
 
     def _emit_quantiles(self, cap: Captured, seq: int) -> None:
         symbols = sorted(cap.quantiles)
@@ -513,6 +544,8 @@ class WsHub:
             self._owed_marks.add(symbol)
         elif kind == "funding":
             self._owed_fundings.add(symbol)
+        elif ch == "insurance_fund":
+            self._owed_fund = True
         else:
             self._owed_quantiles = True
 
@@ -820,7 +853,7 @@ class WsHub:
             )
 
     def _valid_channel(self, ch: str) -> bool:
-        if ch in ("adl", "liquidations"):
+        if ch in ("adl", "liquidations", "insurance_fund"):
             return True
         kind, _, symbol = ch.partition(":")
         return kind in ("trades", "book", "mark", "funding") and symbol in self.symbols
@@ -845,7 +878,7 @@ class WsHub:
             client.engaged = True
             self._send_one(client, "control", {"type": "subscribed", "channels": ok})
         for ch in ok:  # an initial snapshot, so a client never starts from nothing
-            if ch == "account" or ch.startswith(("book:", "mark:", "funding:")):
+            if ch in ("account", "insurance_fund") or ch.startswith(("book:", "mark:", "funding:")):
                 self._owe(client, ch)
         self._settle()
 

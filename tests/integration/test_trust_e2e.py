@@ -8,11 +8,12 @@ wallet ending at -9,991,400.1 with 20,100 deposited in all.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from tests.integration.helpers import Api, assert_error
+from tests.integration.helpers import Api, assert_error, ws_connect
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,23 @@ def test_crash_when_adl_counterparty_cannot_pay_shows_bad_debt_over_http(fresh: 
         book = api.http.get("/v1/orderbook/BTC-PERP").json()
         assert book["bids"] == [] and api.http.get("/v1/orderbook/ETH-PERP").json()["bids"] == []
     fund_before = api.http.get("/v1/insurance-fund").json()
-    res = api.set_mark("BTC-PERP", "9000")
+
+    async def watch_fund() -> list[dict[str, Any]]:
+        """SPEC §10 `insurance_fund`: a snapshot, then fund changes and bad debt as they happen."""
+        async with ws_connect(api.service.ws_url) as ws:
+            await ws.send(op="subscribe", channels=["insurance_fund"])
+            snap = await ws.expect(lambda m: m["channel"] == "insurance_fund")
+            assert snap["data"] == {"type": "insurance_fund", **fund_before}
+            res = await asyncio.to_thread(api.set_mark, "BTC-PERP", "9000")
+            await ws.expect(lambda m: m["data"].get("type") == "bad_debt")
+            later = await ws.drain(0.3)
+            del later  # drain() also appends to seen
+            return [res, *(m["data"] for m in ws.seen if m["channel"] == "insurance_fund")]
+
+    res, *fund_msgs = asyncio.run(watch_fund())
+    bad = [m for m in fund_msgs if m["type"] == "bad_debt"]
+    assert fund_msgs[0]["type"] == "insurance_fund"  # the snapshot first
+    assert bad == [{"type": "bad_debt", "amount": "13.01538462", "account_id": a, "symbol": "ETH-PERP"}]
     eth_liq = next(liq for liq in res["liquidations"] if liq["symbol"] == "ETH-PERP")
     assert (eth_liq["account"], eth_liq["bankruptcy_price"], eth_liq["bad_debt"]) == (a, "2062.61538462", "13.01538462")
     assert (eth_liq["book_fill_qty"], eth_liq["book_fill_avg_price"], eth_liq["adl_qty"]) == ("0", None, "1")
