@@ -17,7 +17,7 @@ from api.errors import install_error_handlers
 from api.fastpath import OrderEntryFastPath
 from api.guard import AbuseGuard
 from api.middleware import BodyLimitMiddleware
-from api.routes import account, admin, market, orders, system, ws
+from api.routes import account, admin, events, market, orders, system, ws
 from service.runtime import Services
 from service.settings import Settings
 
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(system.router)
     app.include_router(market.router)
+    app.include_router(events.router)
     app.include_router(orders.router)
     app.include_router(account.router)
     app.include_router(admin.router)

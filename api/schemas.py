@@ -581,6 +581,40 @@ class AccountOut(BaseModel):
     positions: list[PositionOut]
 
 
+class EventOut(BaseModel):
+    type: str
+    seq: int
+    ts_ns: int
+    data: dict[str, Any]
+
+
+class EventsOut(BaseModel):
+    """GET /v1/events: oldest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "events": [
+                        {
+                            "type": "liquidation",
+                            "seq": 812,
+                            "ts_ns": 1764745200000000000,
+                            "data": {"account_id": 3, "symbol": "BTC-PERP", "qty": "1.2", "bad_debt": "0"},
+                        }
+                    ],
+                    "next_from_seq": 813,
+                    "first_available_seq": 1,
+                }
+            ]
+        }
+    )
+
+    events: list[EventOut]
+    next_from_seq: int | None = Field(description="read on from here; null once the last delivered event was searched")
+    first_available_seq: int = Field(description="> from_seq when older events were pruned and cannot be rebuilt")
+
+
 class BookOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from service.config import build_engine, load_engine_config
 from service.engine_loop import EngineLoop
 from service.format import EventFormatter
+from service.history import EventHistory
 from service.keys import KeyRegistry, RateLimiter
 from service.limits import AbuseLimits, ws_connection_cap
 from service.metrics import Metrics
@@ -103,11 +104,17 @@ class Services:
             max_per_ip=settings.ws_max_per_ip,
             auth_deadline_s=settings.ws_auth_deadline_s,
         )
+        # GET /v1/events: the last events in memory, older ones regenerated from the journal
+        self.history = EventHistory(
+            settings.memory_events_kept,
+            EventRegenerator(settings.data_dir, lambda: build_engine(config)),
+            head_seq=lambda: self.loop.delivered_seq,
+        )
         self.loop = EngineLoop(
             self.engine,
             self.metrics,
             journal=self.journal,
-            sinks=(self.publisher.enqueue,),
+            sinks=(self.publisher.enqueue, self.history.enqueue),
             max_batch=settings.engine_batch,
             capture=self.hub.capture,  # state for the hub, read right after each batch
             on_delivered=self.hub.on_delivered,
