@@ -17,7 +17,7 @@ from api.errors import install_error_handlers
 from api.fastpath import OrderEntryFastPath
 from api.guard import AbuseGuard
 from api.middleware import BodyLimitMiddleware
-from api.routes import account, admin, events, market, orders, system, ws
+from api.routes import account, admin, events, market, orders, system, whatif, ws
 from service.runtime import Services
 from service.settings import Settings
 
@@ -80,5 +80,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(orders.router)
     app.include_router(account.router)
     app.include_router(admin.router)
+    app.include_router(whatif.router)
     app.include_router(ws.router)
     return app
