@@ -175,7 +175,8 @@ class Engine(ExchangeState):
         if self.index or self.premium_samples or any(self.funding_history.values()):  # SPEC §12 in use
             put(repr((
                 sorted(self.index.items()), sorted(self.basis.items()), sorted(self.last_price.items()),
-                sorted((s, f.numerator, f.denominator) for s, f in self.premium_sum.items()),
+                # hex: the exact sum's denominator grows past the 4,300 digits repr() may print
+                sorted((s, hex(f.numerator), hex(f.denominator)) for s, f in self.premium_sum.items()),
                 sorted(self.premium_samples.items()), [(s, list(self.funding_history[s])) for s in self.symbols],
             )).encode())
         for sym in self.symbols:

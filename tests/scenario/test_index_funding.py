@@ -253,3 +253,19 @@ def test_a_crash_of_the_index_liquidates_and_deleverages() -> None:
         b, atoms("997.5"), atoms("252.5")
     )
     assert sim.wallet(b) == atoms(10_000 - 1 + 997.5)
+
+
+def test_state_hash_when_premium_samples_span_thousands_of_index_prices_still_works() -> None:
+    # The exact premium sum's denominator is the lcm of 2 x every index seen since the last
+    # round: after ~2,000 distinct prices it has more digits than repr() of an int may print.
+    sim = Sim()
+    sim.mark(BTC, 10_000)
+    bidder, asker = sim.account(10_000), sim.account(10_000)
+    sim.limit(bidder, BTC, "buy", "0.01", "9000")
+    sim.limit(asker, BTC, "sell", "0.01", "11000")
+    for i in range(3_000):
+        sim.engine.apply(c.SetIndexPrice(BTC, 90_001 + 7 * i))
+    assert sim.engine.premium_sum[BTC].denominator.bit_length() > 15_000  # > 4,300 digits
+    assert len(sim.engine.state_hash()) == 64
+    (rate,) = sim.of_type(sim.funding(BTC), "funding_rate_changed")
+    assert rate.samples == 3_000
