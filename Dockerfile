@@ -23,6 +23,8 @@ RUN useradd --create-home --uid 10001 exchange \
     && chown exchange:exchange /data
 COPY --from=build /wheels /wheels
 COPY requirements.lock /wheels/requirements.lock
+# the sandbox's market: its config and price paths (docker-compose.yml points the service at them)
+COPY feeds /opt/exchange/feeds
 # --no-index: only the wheels built above, so a dependency missing from the lock fails the
 # build instead of being fetched at whatever version is newest.
 RUN pip install --no-cache-dir --no-index --find-links=/wheels -r /wheels/requirements.lock perp-exchange \

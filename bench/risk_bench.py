@@ -2,7 +2,8 @@
 
 Run from the repository root, in the project venv::
 
-    python -m bench.risk_bench                    # everything, about 1-2 minutes
+    python -m bench.risk_bench                    # everything, about 2-3 minutes
+    python -m bench.risk_bench --only index       # parts 1, 1c and 1d: marks, index ticks, funding
     python -m bench.risk_bench --profile crash    # cProfile of one part instead (marks | crash | w1)
 
 Everything goes through ``Engine.apply``; positions are made by real crossing orders.
@@ -17,6 +18,22 @@ Everything goes through ``Engine.apply``; positions are made by real crossing or
    1b. The same updates at 10k positions when 0 / 100 / 1,000 of those accounts also hold an
    ETH-PERP position: the liquidation index re-checks every multi-symbol account on every
    mark move of one of its symbols, so this shows what that costs.
+   1c. Index ticks (SPEC §12) on an index-marked BTC-PERP, built the same way in a second
+   engine: ``SetIndexPrice`` with the same random walk. The book is empty (the pairs cross
+   completely), so the basis stays 0 and the mark, median(index, index, last trade = 10000),
+   moves exactly like the admin marks of part 1: the difference is the index bookkeeping.
+   Goal: cost(100k) / cost(1k) <= 2, as for marks.
+   1d. A funding round (``ApplyFunding``, the computed rate: the interest, no premium
+   samples) over every open position of that engine at each size: one ``funding_paid``
+   event and one wallet change per position; best of ``--rounds``, microseconds per position.
+   1e. Index ticks with a two-sided book (one bid, one ask, no positions): each tick also
+   moves the basis and adds a premium sample to the exact sum (a ``Fraction``) kept until
+   the next funding round. That sum's denominator grows toward the least common multiple of
+   every index price seen, so the cost per tick depends on how many distinct prices a round
+   sees: a random walk of 1-3 ticks within +-5% of 10000 ticks (up to 1,001 prices), timed
+   per chunk up to 30,000 samples (an 8-hour round at one index price a second holds 28,800).
+   (Known engine limit this shows: past ~4,300 digits, reached after about 1,800 distinct
+   index prices in one round, ``Engine.state_hash()`` fails on ``repr`` of that integer.)
 2. Crash: 10,000 accounts with a position each: 1,000 thin-margined longs (deposit = 11% of
    notional, 10x leverage), 4,000 well-collateralised longs and 5,000 shorts (the long/short
    pairs are made by crossing orders; the book is empty afterwards). One ``SetMarkPrice``
@@ -34,7 +51,9 @@ Everything goes through ``Engine.apply``; positions are made by real crossing or
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import math
 import random
 import statistics
 import sys
@@ -58,6 +77,7 @@ from bench.workload import Op, replay_reference, w1
 from engine import commands as c
 from engine import events as ev
 from engine.engine import Engine
+from engine.instruments import default_instruments
 from engine.risk import available_atoms
 
 MARK = 10_000
@@ -124,8 +144,8 @@ def mark_walk(n: int, rng: random.Random) -> list[c.SetMarkPrice]:
     return out
 
 
-def time_marks(eng: Engine, cmds: list[c.SetMarkPrice], rounds: int) -> tuple[float, float]:
-    """(best, median) microseconds per mark update over ``rounds`` rounds of ``cmds``."""
+def time_marks(eng: Engine, cmds: list[Any], rounds: int) -> tuple[float, float]:
+    """(best, median) microseconds per mark (or index) update over ``rounds`` rounds of ``cmds``."""
     apply = eng.apply
     per: list[float] = []
     for _ in range(rounds):
@@ -181,6 +201,91 @@ def bench_multi(size: int, multi_counts: list[int], n_marks: int, rounds: int) -
         best, _ = time_marks(eng, cmds, rounds)
         rows.append((n_multi, best))
         print(f"  {size:,} BTC-PERP positions, {n_multi:>5,} of those accounts also in ETH-PERP: {best:8.2f} us/update", flush=True)
+    return rows
+
+
+# == 1c, 1d. index ticks and funding rounds =================================================
+
+
+def new_index_engine() -> Engine:
+    """BTC-PERP marked from its index (SPEC §12); the first index price sets the mark."""
+    instruments = default_instruments()
+    instruments[SYMBOL] = dataclasses.replace(instruments[SYMBOL], mark_source=c.MARK_FROM_INDEX)
+    eng = Engine(instruments)
+    _apply_ok(eng, c.SetIndexPrice(SYMBOL, MARK))
+    return eng
+
+
+def time_funding(eng: Engine, rounds: int) -> tuple[float, float]:
+    """(best, median) microseconds per position of one funding round, over ``rounds`` rounds."""
+    n = len(eng.holders[SYMBOL])
+    per: list[float] = []
+    for _ in range(rounds):
+        gc.collect()
+        t0 = time.perf_counter()
+        events = eng.apply(c.ApplyFunding(SYMBOL))
+        per.append((time.perf_counter() - t0) / n * 1e6)
+        paid = sum(1 for e in events if type(e) is ev.FundingPaid)
+        if paid != n or any(isinstance(e, ev.AccountLiquidated | ev.CommandRejected) for e in events):
+            raise AssertionError(f"funding round: {paid} payments for {n} positions, or a liquidation")
+    return min(per), statistics.median(per)
+
+
+def bench_index(sizes: list[int], n_ticks: int, rounds: int) -> list[tuple[int, float, float, float, float]]:
+    """Per size: (positions, index tick best, median, funding us/position best, median)."""
+    rng = random.Random(SEED)
+    eng = new_index_engine()
+    walk = mark_walk(n_ticks, random.Random(SEED + 1))
+    cmds = [c.SetIndexPrice(SYMBOL, m.price_ticks) for m in walk]
+    rows = []
+    for size in sizes:
+        _apply_ok(eng, c.SetIndexPrice(SYMBOL, MARK))
+        grow_positions(eng, size, rng)
+        if eng.books[SYMBOL].orders or eng.marks[SYMBOL] != MARK:
+            raise AssertionError("index bench: expected an empty book and the mark at the index")
+        best, med = time_marks(eng, cmds, rounds)
+        if eng.marks[SYMBOL] != cmds[0].price_ticks or eng.basis.get(SYMBOL, 0) != 0:
+            raise AssertionError("index bench: the mark did not follow the index")
+        f_best, f_med = time_funding(eng, rounds)
+        rows.append((size, best, med, f_best, f_med))
+        print(
+            f"  {size:>7,} positions: index tick {best:6.2f} us best, {med:6.2f} median; funding round "
+            f"{f_best * size / 1000:8.1f} ms = {f_best:5.2f} us/position best, {f_med:5.2f} median",
+            flush=True,
+        )
+    eng.check_invariants()
+    return rows
+
+
+def bench_premium(checkpoints: list[int]) -> list[tuple[int, float, int]]:
+    """Part 1e: (samples so far, us per index tick over the last chunk, denominator digits)."""
+    eng = new_index_engine()
+    bid, ask = _new_account(eng, 10**14), _new_account(eng, 10**14)
+    _apply_ok(eng, c.PlaceOrder(bid, SYMBOL, "buy", 10, MARK * 99 // 100))
+    _apply_ok(eng, c.PlaceOrder(ask, SYMBOL, "sell", 10, MARK * 101 // 100))
+    rng = random.Random(SEED + 2)
+    price, done, rows = MARK, 0, []
+    apply = eng.apply
+    for upto in checkpoints:
+        cmds = []
+        for _ in range(upto - done):
+            step = rng.choice((-3, -2, -1, 1, 2, 3))
+            price = price + step if abs(price + step - MARK) <= MARK // 20 else price - step
+            cmds.append(c.SetIndexPrice(SYMBOL, price))
+        gc.collect()
+        t0 = time.perf_counter()
+        for cmd in cmds:
+            apply(cmd)
+        us = (time.perf_counter() - t0) / len(cmds) * 1e6
+        done = upto
+        digits = math.ceil(eng.premium_sum[SYMBOL].denominator.bit_length() * math.log10(2))
+        if eng.premium_samples[SYMBOL] != done:
+            raise AssertionError("premium bench: every tick should have recorded a sample")
+        rows.append((done, us, digits))
+        print(f"  {done:>7,} samples: {us:7.2f} us per index tick over the last {len(cmds):,} (~{digits:,}-digit denominator)", flush=True)
+    t0 = time.perf_counter()
+    apply(c.ApplyFunding(SYMBOL))
+    print(f"  the funding round that consumes them: {(time.perf_counter() - t0) * 1e3:.2f} ms", flush=True)
     return rows
 
 
@@ -365,6 +470,37 @@ def profile(target: str, top: int) -> None:
 # == main ===================================================================================
 
 
+def _print_marks_and_index(
+    rows: list[tuple[int, float, float, float]],
+    index_rows: list[tuple[int, float, float, float, float]],
+    premium: list[tuple[int, float, int]],
+) -> None:
+    """Parts 1, 1c, 1d and 1e, ratios against the smallest size of this run."""
+    print("| open positions | us per mark update (best) | median | vs 1k | us per index tick (best) | median | vs 1k | index / mark |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    base, index_base = rows[0][1], index_rows[0][1]
+    for (size, best, med, _), (_, i_best, i_med, _, _) in zip(rows, index_rows, strict=True):
+        print(
+            f"| {size:,} | {best:.2f} | {med:.2f} | {best / base:.2f}x | {i_best:.2f} | {i_med:.2f} | "
+            f"{i_best / index_base:.2f}x | {i_best / best:.2f}x |"
+        )
+    print("| open positions | funding round, ms (best) | us per position (best) | median | vs 1k |")
+    print("|---:|---:|---:|---:|---:|")
+    f_base = index_rows[0][3]
+    for size, _, _, f_best, f_med in index_rows:
+        print(f"| {size:,} | {f_best * size / 1000:.1f} | {f_best:.2f} | {f_med:.2f} | {f_best / f_base:.2f}x |")
+    for what, table in (("mark update", [r[1] for r in rows]), ("index tick", [r[1] for r in index_rows])):
+        ratio = table[-1] / table[0]
+        print(f"{what} cost {rows[-1][0]:,} / {rows[0][0]:,} positions: {ratio:.2f}x  (goal <= 2: {'MET' if ratio <= 2 else 'NOT MET'})")
+    ratio = index_rows[-1][3] / index_rows[0][3]
+    print(f"funding round cost per position {rows[-1][0]:,} / {rows[0][0]:,} positions: {ratio:.2f}x (1x: a round linear in positions)")
+    print(
+        "index tick with premium samples: "
+        + ", ".join(f"{us:.1f} us at {n:,} samples (~{d:,} digits)" for n, us, d in premium)
+        + f"; {premium[-1][1] / index_rows[0][1]:.1f}x the index tick without a book at {rows[0][0]:,} positions"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m bench.risk_bench", description=__doc__.split("\n\n")[0])
@@ -373,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crash-runs", type=int, default=3, help="fresh crash builds (best is reported)")
     p.add_argument("--runs", type=int, default=3, help="timed W1 runs per implementation")
     p.add_argument("--sizes", default="1000,10000,100000", help="open-position counts for part 1")
+    p.add_argument("--only", choices=("index",), help="run only parts 1 and 1c-1d (marks, index ticks, funding)")
     p.add_argument("--profile", choices=("marks", "crash", "w1"), help="cProfile one part instead")
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--no-freeze", action="store_true", help="part 3: do not gc.freeze() the prepared heap")
@@ -389,6 +526,15 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = bench_marks(sizes, args.marks, args.rounds)
 
+    print(f"\n1c/1d. index ticks on an index-marked BTC-PERP ({args.marks} SetIndexPrice, the same walk) and a funding round (best of {args.rounds}):")
+    index_rows = bench_index(sizes, args.marks, args.rounds)
+
+    print("\n1e. index ticks with a two-sided book: premium samples accumulate until the next funding round:")
+    premium = bench_premium([1_000, 10_000, 30_000])
+    if args.only == "index":
+        _print_marks_and_index(rows, index_rows, premium)
+        return 0
+
     print("\n1b. the same with accounts holding two symbols (BTC-PERP mark updates, nobody liquidated):")
     multi = bench_multi(10_000, [0, 100, 1000], args.marks, 3)
 
@@ -399,18 +545,12 @@ def main(argv: list[str] | None = None) -> int:
     wm = bench_w1_margin(args.runs)
 
     print("\nsummary")
-    print("| open positions | us per mark update (best) | median | vs 1k |")
-    print("|---:|---:|---:|---:|")
-    base = rows[0][1]
-    for size, best, med, _ in rows:
-        print(f"| {size:,} | {best:.2f} | {med:.2f} | {best / base:.2f}x |")
-    ratio = rows[-1][1] / base
+    _print_marks_and_index(rows, index_rows, premium)
     print(
         "two-symbol accounts at 10,000 positions: "
         + ", ".join(f"{n:,} -> {us:.1f} us" for n, us in multi)
         + f"  (+{(multi[-1][1] - multi[0][1]) / max(1, multi[-1][0]):.3f} us per two-symbol account)"
     )
-    print(f"mark update cost {rows[-1][0]:,} / {rows[0][0]:,} positions: {ratio:.2f}x  (goal <= 2: {'MET' if ratio <= 2 else 'NOT MET'})")
     print(
         f"crash, {counts[0]:,} liquidations + {counts[1]:,} adl events ({counts[2]:,} events) in one SetMarkPrice: "
         f"{crash_best * 1000:.0f} ms best of {len(crash_all)} "

@@ -4,9 +4,12 @@ uvicorn with uvloop + httptools, one process (the engine is a single writer); re
 HTTP parser refuses get the JSON error body too (api/http_protocol.py). SIGTERM and
 SIGINT are handled by uvicorn: it stops accepting connections, lets in-flight requests
 finish (up to EXCHANGE_SHUTDOWN_TIMEOUT_S), then runs the lifespan shutdown, which drains
-the engine queue and flushes the Redis publisher.
+the engine queue and flushes the Redis publisher (and first stops the price feed and the
+funding scheduler). The exit status is 0 after that graceful stop, for SIGTERM too (uvicorn
+re-raises the signal it stopped for; the handler installed here turns it into a normal exit).
 
-Settings that cannot be used (e.g. an `EXCHANGE_ADMIN_TOKEN` shorter than 16 characters) are
+Settings that cannot be used (e.g. an `EXCHANGE_ADMIN_TOKEN` shorter than 16 characters, an
+`EXCHANGE_CONFIG` that does not load, an `EXCHANGE_PRICE_FEED` file with a bad row) are
 refused before anything starts, one line per problem on stderr, exit status 2. A port that
 is in use (or an address it cannot listen on) is one line on stderr naming a free port, exit
 status 1, before anything starts. The soft open-files limit is raised to the hard one
@@ -19,14 +22,18 @@ import argparse
 import errno
 import logging
 import os
+import signal
 import socket
 import sys
+from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
 
 from api.app import create_app
 from api.http_protocol import JsonErrorHttpProtocol
+from service.config import load_engine_config
+from service.feed import FeedError, load_feed
 from service.limits import raise_open_files_limit
 from service.settings import Settings
 
@@ -41,6 +48,22 @@ def _settings_or_exit() -> Settings:
             message = str(err["msg"]).removeprefix("Value error, ")
             print(f"error: {name}{message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _config_and_feed_or_exit(settings: Settings) -> None:
+    """Load EXCHANGE_CONFIG and read EXCHANGE_PRICE_FEED as the service will: one line each."""
+    try:
+        instruments = load_engine_config(settings.config).instruments
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # tomllib's errors are ValueErrors
+        message = str(exc) if str(settings.config) in str(exc) else f"{settings.config}: {exc}"
+        print(f"error: EXCHANGE_CONFIG: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if settings.price_feed:
+        try:
+            load_feed(settings.price_feed, instruments)
+        except FeedError as exc:
+            print(f"error: EXCHANGE_PRICE_FEED: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 def _bind_error(host: str, port: int) -> OSError | None:
@@ -68,6 +91,11 @@ def _port_usable_or_exit(host: str, port: int) -> None:
     raise SystemExit(1)
 
 
+def _exit_0(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM before uvicorn handles it, or re-raised by uvicorn once it has shut down."""
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m service", description="perpetual-futures exchange service"
@@ -76,10 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     settings = _settings_or_exit()
+    _config_and_feed_or_exit(settings)
     _port_usable_or_exit(args.host, args.port)
     level = settings.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("service").info("open-files limit: %d", raise_open_files_limit())
+    signal.signal(signal.SIGTERM, _exit_0)
     uvicorn.run(
         create_app(settings),
         host=args.host,

@@ -1,46 +1,76 @@
 """A live demo market over the public API: `python -m service.demo [--crash 25%]`.
 
-A market maker quotes five levels a side around a mark price that follows a seeded random
-walk; five traders open positions at different leverage (three long, two short). With
-`--crash P%` the maker thins its book to a few lots and the mark falls by P% in five steps:
-the longs are liquidated into the thin book, the insurance fund pays what it can, and ADL
-closes the rest against the shorts. Every liquidation line shows the book fill (how much the
-fund sold into the book, at what average price against the bankruptcy price: a fill above
-it is why the fund can gain on an account whose equity was negative), the ADL quantity,
-the fund's change and the bad debt; every ADL line the rank, price, haircut and policy.
+Without `--url` it starts its own service (`python -m service --host H --port P`; port 0 =
+any free one) on the sandbox's market: `EXCHANGE_CONFIG=feeds/sandbox.toml` (BTC-PERP and
+ETH-PERP marked from their index, a funding round every 60 s) and a price feed,
+`EXCHANGE_PRICE_FEED=feeds/calm.csv` (a gentle twenty-minute walk, looped), or with
+`--crash 25%` `feeds/crash25.csv` (30 s calm, then a 25% fall over three minutes and a
+partial recovery) and with `--crash 10%` `feeds/flash10.csv` (30 s calm, then a 10% flash
+crash and back within seconds); `--speed X` plays the feed X times as fast
+(`EXCHANGE_FEED_SPEED`). The demo never sets a price there: the feed moves the index, the
+index moves the mark, and liquidations and ADL happen because the index moved.
 
-It uses only HTTP and WebSocket (api/client.py), so it is also an example client. Without
-`--url` it starts its own service (`python -m service --host H --port P`; port 0 = any free
-one) with a data dir in the system temp folder that is removed at exit (`--data-dir DIR`
-keeps one, for `python -m service.tools dump DIR --events`). Bound to a loopback address its
-admin token is `sandbox-admin-token` (as with docker compose), so the README's commands can
-be pasted; on any other interface a random one. `EXCHANGE_ADMIN_TOKEN` or `--admin-token`
-sets it. A port in use is one line on stderr naming a free one, exit status 1.
+A market maker quotes five levels a side around the current mark (read from
+`GET /v1/instruments` before every requote); while the mark moves more than 0.5% within ten
+seconds it pulls back to three quotes of 0.05 BTC a side, as makers do in a crash, so a
+liquidation meets a thin book and ADL closes what it does not take. Five traders open
+positions at different leverage (three long, two short) and then trade a little. Liquidations and ADL fills arrive
+on the WebSocket (`liquidations`, `adl`) and are printed as they come: every liquidation
+line shows the book fill (how much the fund sold into the book, at what average price
+against the bankruptcy price: a fill above it is why the fund can gain on an account whose
+equity was negative), the ADL quantity, the fund's change and the bad debt; every ADL line
+the rank, price, haircut and policy. Every two seconds a line shows the index, the mark,
+the book and the fund, and a funding round seen since the last one (from the service's
+`/metrics`: `exchange_funding_*`) gets a line of its own.
 
-Stopping: `--seconds N` runs N / --tick ticks; `--seconds 0` (the sandbox, `make sandbox`)
-runs until SIGINT (Ctrl-C) or SIGTERM. Either way it then prints a summary (liquidations,
-ADL fills, the insurance fund's change, bad debt, the most deleveraged accounts, every
-trader's position and `adl_quantile`), stops the service it started and exits 0. A second
-Ctrl-C stops at once (exit status 130). The service runs in its own process group, so the
-terminal's Ctrl-C reaches only the demo, which still needs the service for the summary.
+Against `--url` (a service it did not start) it cannot choose the price feed: it says so,
+and the market moves only as that service's own feed (or its admin) moves it. If BTC-PERP
+has no mark there it sets one by admin (10,000; refused on an index-marked symbol, then it
+waits for that service's feed). `--crash P%` there moves the mark by admin instead, as the
+first version of the demo did: ten seconds in the maker thins its book to a few small bids
+and the mark falls P% in five steps (on an index-marked symbol the admin refuses, and the
+demo says the crash is skipped).
+
+It uses only HTTP and WebSocket (api/client.py), so it is also an example client. The
+service it starts keeps its data dir in the system temp folder, removed at exit
+(`--data-dir DIR` keeps one, for `python -m service.tools --config feeds/sandbox.toml dump
+DIR --events`: the events are regenerated under the sandbox's rules). Bound to a
+loopback address its admin token is `sandbox-admin-token` (as with docker compose), so the
+README's commands can be pasted; on any other interface a random one.
+`EXCHANGE_ADMIN_TOKEN` or `--admin-token` sets it. A port in use is one line on stderr naming
+a free one, exit status 1.
+
+Stopping: `--seconds N` runs N / --tick ticks (with `--crash`, at least until the feed's
+crash has hit bottom: 210 s of feed time for 25%, 34 s for 10%, divided by `--speed`);
+`--seconds 0` (the sandbox, `make sandbox`) runs until SIGINT (Ctrl-C) or SIGTERM. Either
+way it then prints a summary (liquidations, ADL fills, the insurance fund's change, bad
+debt, funding during the run, the most deleveraged accounts, every trader's position and
+`adl_quantile`), stops the service it started and exits 0. A second Ctrl-C stops at once
+(exit status 130). The service runs in its own process group, so the terminal's Ctrl-C
+reaches only the demo, which still needs the service for the summary.
 
 `adl_quantile` (0..4, SPEC §6) is what other venues draw as the "ADL light": 4 = first in
 line to be deleveraged when a liquidation needs it.
 
-Reproducible runs: the same `--seed`, `--seconds`, `--tick` and `--crash` against a fresh
-service give the same marks, orders, liquidations and ADL fills. Every tick makes one seeded
-random-walk step (and at most one seeded trader order); the crash comes after a fixed number
-of ticks (`min(seconds / 2, 10) / tick`, not after a wall-clock time) and starts from the
-mark the walk reached then; a bounded run makes a fixed number of ticks. What still differs:
-timestamps, the pace (a slow machine takes longer for the same ticks), how many WebSocket
-notices arrived before the summary, and with `--seconds 0` everything after the moment you
-stop it. Against `--url` a service that already has accounts and orders plays differently.
+Reproducible runs. Still the same for the same `--seed`, `--crash` and `--speed`: the
+index path (the feed file's prices, in order, at the same feed offsets), the accounts, and
+the demo's own seeded choices in order (which trader orders at each tick, on which side);
+and which traders a crash liquidates (25% and 10% both liquidate ben at 20x and cat at 50x
+and never ann at 5x, whose liquidation price is about 28% under her entry). No longer the
+same: the feed runs on the service's clock and the demo on its own, so how many requotes
+and trader orders fall between two index updates depends on timing, and with it the
+opening fill prices, when the maker thins its book, the mark at which each liquidation
+happens, how much of it the book takes and how much goes to ADL against whom, the haircuts
+and the funding amounts. Any run's journal replays to the same events and state hash
+(`python -m service.tools --config feeds/sandbox.toml verify DIR` on a kept data dir).
+Against `--url` a service that already has accounts and orders plays differently.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import errno
 import ipaddress
@@ -57,7 +87,8 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import httpx
@@ -68,9 +99,40 @@ SYMBOL = "BTC-PERP"
 TICK = Decimal("0.1")
 LOT = Decimal("0.001")
 SANDBOX_ADMIN_TOKEN = "sandbox-admin-token"  # the same default as docker-compose.yml
-CRASH_AFTER_S = 10  # the crash comes after at most this many seconds' worth of ticks
+CRASH_AFTER_S = 10  # against --url: the admin crash comes after at most this many seconds' worth of ticks
 EXIT_FORCED = 130  # a second Ctrl-C: stopped without a summary
+START_MARK = Decimal(10_000)  # against --url, for a BTC-PERP without any mark yet
+THIN_MOVE, THIN_WINDOW_S = Decimal("0.005"), 10  # the maker thins its book beyond this move
+THIN_LEVELS, THIN_SIZE = 3, Decimal("0.05")
 _T = TypeVar("_T")
+
+FEEDS = Path(__file__).resolve().parents[1] / "feeds"
+SANDBOX_CONFIG = FEEDS / "sandbox.toml"
+CALM_FEED = FEEDS / "calm.csv"
+FUNDING_INTERVAL_S = 60  # feeds/sandbox.toml's
+
+
+@dataclass(frozen=True)
+class CrashFeed:
+    """A shipped crash path, and what it does (feeds/make_feeds.py)."""
+
+    path: Path
+    story: str
+    bottom_s: int  # feed time of its lowest price: a bounded run lasts at least until then
+
+
+CRASH_FEEDS = {
+    "25%": CrashFeed(
+        FEEDS / "crash25.csv",
+        "30 s calm, then a 25% fall over three minutes (bottom at 210 s) and a partial recovery",
+        210,
+    ),
+    "10%": CrashFeed(
+        FEEDS / "flash10.csv",
+        "30 s calm, then a 10% flash crash over 4 s (bottom at 34 s) and back within 6 s",
+        34,
+    ),
+}
 
 
 @dataclass
@@ -84,12 +146,28 @@ class Trader:
     client: ExchangeClient | None = None
 
 
+@dataclass(frozen=True)
+class FundingTotals:
+    """The service's funding scheduler so far, per symbol (its /metrics `exchange_funding_*`)."""
+
+    rounds: int = 0
+    paid: Decimal = Decimal(0)  # by the payers
+    received: Decimal = Decimal(0)  # by the receivers; the difference went to the insurance fund
+    rate: Decimal | None = None  # the last round's rate, a fraction per interval
+
+    def since(self, start: FundingTotals) -> FundingTotals:
+        return FundingTotals(
+            self.rounds - start.rounds, self.paid - start.paid, self.received - start.received, self.rate
+        )
+
+
 @dataclass
 class Report:
     liquidations: list[dict[str, Any]] = field(default_factory=list)
     adl_fills: list[dict[str, Any]] = field(default_factory=list)
     ws_notices: dict[str, int] = field(default_factory=lambda: {"liquidations": 0, "adl": 0})
     fund_start: Decimal | None = None  # the insurance fund after the demo's own top-up
+    funding: FundingTotals | None = None  # during the run (None: the service did not say)
     failure: str | None = None  # why the run stopped early (the service stopped answering)
     summary: list[str] = field(default_factory=list)
 
@@ -109,6 +187,74 @@ def _tick(price: Decimal) -> Decimal:
 
 def _lots(qty: Decimal) -> Decimal:
     return max(LOT, (qty / LOT).to_integral_value(rounding=ROUND_DOWN) * LOT)
+
+
+def _usd(amount: Decimal) -> str:
+    return str(amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
+
+
+def _rate(rate: Decimal) -> str:
+    """A funding rate (a fraction per interval) as a signed percentage: `+0.0100%`."""
+    return f"{rate * 100:+.4f}%"
+
+
+def parse_metrics(text: str) -> dict[str, dict[str, float]]:
+    """`name{symbol="X"} value` lines of a Prometheus exposition -> {name: {symbol: value}}."""
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or '{symbol="' not in line:
+            continue
+        name, _, rest = line.partition('{symbol="')
+        symbol, _, value = rest.partition('"} ')
+        try:
+            out.setdefault(name, {})[symbol] = float(value)
+        except ValueError:
+            continue
+    return out
+
+
+def funding_totals(metrics: dict[str, dict[str, float]], symbol: str) -> FundingTotals | None:
+    """What the scheduler's funding rounds of `symbol` did so far (None: not reported)."""
+    rounds = metrics.get("exchange_funding_rounds", {}).get(symbol)
+    if rounds is None:
+        return None
+    rate = metrics.get("exchange_funding_rate", {}).get(symbol)
+
+    def usd(name: str) -> Decimal:
+        return Decimal(repr(metrics.get(name, {}).get(symbol, 0.0)))
+
+    return FundingTotals(
+        int(rounds),
+        usd("exchange_funding_paid_usd"),
+        usd("exchange_funding_received_usd"),
+        None if rate is None else Decimal(repr(rate)),
+    )
+
+
+def funding_round_line(symbol: str, new: FundingTotals) -> str:
+    """Funding rounds seen since the last look (`new` = the difference)."""
+    rounds = "a funding round" if new.rounds == 1 else f"{new.rounds} funding rounds"
+    who = ""
+    if new.rate is not None and new.rate != 0:
+        who = " (longs pay shorts)" if new.rate > 0 else " (shorts pay longs)"
+    rate = f"rate {_rate(new.rate)}{who}: " if new.rate is not None else ""
+    return f"{rounds} of {symbol}, {rate}paid {_usd(new.paid)} USD, received {_usd(new.received)} USD"
+
+
+def funding_summary(funding: FundingTotals | None, interval_s: int | None) -> str:
+    """The summary's funding line: the scheduler's rounds of BTC-PERP during the run."""
+    if funding is None:
+        return "funding: not reported by this service (no exchange_funding_* in its /metrics)"
+    every = f"every {interval_s} s" if interval_s else ""
+    if funding.rounds == 0:
+        return f"funding: no round of {SYMBOL} during this run" + (f" (rounds {every})" if every else "")
+    details = "; ".join(x for x in (every, f"last rate {_rate(funding.rate)}" if funding.rate is not None else "") if x)
+    return (
+        f"funding: {funding.rounds} round{'s' if funding.rounds > 1 else ''} of {SYMBOL}"
+        f"{f' ({details})' if details else ''}: payers paid {_usd(funding.paid)} USD, receivers got "
+        f"{_usd(funding.received)} USD ({_usd(funding.paid - funding.received)} USD of rounding to "
+        f"the insurance fund)"
+    )
 
 
 def _signed(amount: str | Decimal) -> str:
@@ -192,6 +338,7 @@ def summary_lines(
     names: dict[int, str],
     fund: dict[str, Any] | None,
     accounts: list[tuple[str, dict[str, Any] | None]],
+    funding_interval_s: int | None = None,
 ) -> list[str]:
     """The summary printed at the end of a run; `fund` and `accounts` are what the service
     answered (None when it no longer did)."""
@@ -216,6 +363,8 @@ def summary_lines(
         lines.append(
             f"insurance fund: {_signed(fund_delta)} USD from the liquidations; bad debt {bad_debt}"
         )
+    if report.funding is not None or funding_interval_s is not None:
+        lines.append(funding_summary(report.funding, funding_interval_s))
     lines.append(f"most deleveraged (ADL'd) accounts by qty: {top_deleveraged(fills, names)}")
     lines.append(
         f"seen on the WebSocket: {report.ws_notices['liquidations']} liquidation and "
@@ -229,6 +378,8 @@ def summary_lines(
             continue
         pos = next((p for p in acct["positions"] if p["symbol"] == SYMBOL), None)
         held = f"{pos['size']} BTC, ADL quantile {pos['adl_quantile']}" if pos else "flat"
+        if pos and "funding" in pos:  # funding of the open position, when the service shows it
+            held += f", funding {pos['funding']}"
         lines.append(f"  {name:4} wallet {acct['wallet_balance']:>14} equity {acct['equity']:>14}  {held}")
     if report.failure:
         lines.append(f"stopped early: {report.failure}")
@@ -301,12 +452,22 @@ def _die_with_parent() -> None:  # in the child, before exec: SIGTERM when the d
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def sandbox_env(feed: Path, speed: float) -> dict[str, str]:
+    """The sandbox's market for the service the demo starts: config, feed, speed (calm: looped)."""
+    return {
+        "EXCHANGE_CONFIG": str(SANDBOX_CONFIG),
+        "EXCHANGE_PRICE_FEED": str(feed),
+        "EXCHANGE_FEED_SPEED": repr(speed),
+        "EXCHANGE_FEED_LOOP": "1" if feed == CALM_FEED else "0",
+    }
+
+
 @contextlib.asynccontextmanager
 async def _own_service(
-    host: str, port: int, token: str, data_dir: str, stop: asyncio.Event
+    host: str, port: int, token: str, data_dir: str, stop: asyncio.Event, market: dict[str, str]
 ) -> AsyncIterator[str]:
     """Run `python -m service` in a subprocess (own process group) for the demo's lifetime."""
-    env = {**os.environ, "EXCHANGE_ADMIN_TOKEN": token, "EXCHANGE_DATA_DIR": data_dir}
+    env = {**os.environ, **market, "EXCHANGE_ADMIN_TOKEN": token, "EXCHANGE_DATA_DIR": data_dir}
     proc = subprocess.Popen(
         [sys.executable, "-m", "service", "--host", host, "--port", str(port)],
         env=env,
@@ -344,22 +505,34 @@ async def _own_service(
 
 
 class Demo:
-    def __init__(self, url: str, admin_token: str, seed: int, out: TextIO | None = None) -> None:
+    def __init__(
+        self, url: str, admin_token: str, seed: int, out: TextIO | None = None, own_feed: bool = False
+    ) -> None:
         self.url = url
         self.admin = ExchangeClient(url, admin_token=admin_token)
+        self.public = httpx.AsyncClient(base_url=url, timeout=10)  # /metrics (plain text)
         self.rng = random.Random(seed)
-        self.mark = Decimal(10_000)
+        self.own_feed = own_feed  # the demo started the service, on its feed
+        self.mark = START_MARK
+        self.index: Decimal | None = None
+        self.funding_interval_s: int | None = FUNDING_INTERVAL_S if own_feed else None
+        self.funding_start: FundingTotals | None = None
+        self.funding_seen: FundingTotals | None = None
         self.traders = [Trader(t.name, t.deposit, t.leverage, t.side) for t in TRADERS]
         self.maker: Trader = Trader("maker", 2_000_000, 10, "both")
         self.names: dict[int, str] = {0: "insurance fund"}
         self.report = Report()
         self.out = out
+        self._adl_waiting: list[dict[str, Any]] = []  # ADL fills come before their liquidation
+        self._marks: collections.deque[tuple[float, Decimal]] = collections.deque()  # (monotonic, mark)
+        self.thin = False  # the maker quotes a thin book while the market moves fast
+        self._index_shown = False  # /v1/instruments shows the index (else /metrics)
 
     def say(self, text: str) -> None:
         print(text, file=self.out or sys.stdout, flush=True)
 
-    async def setup(self) -> None:
-        await self.admin.set_mark_price(SYMBOL, self.mark)
+    async def setup(self, stop: asyncio.Event) -> None:
+        await self.wait_for_mark(stop)
         await self.admin.top_up_insurance_fund(200)
         self.report.fund_start = Decimal((await self.admin.insurance_fund())["balance"])
         for t in (self.maker, *self.traders):
@@ -375,20 +548,93 @@ class Demo:
             + ", ".join(f"{t.name}=#{t.account_id} ({t.deposit} USD, {t.leverage}x {'long' if t.side == 'buy' else 'short'})" for t in self.traders)
             + f", maker=#{self.maker.account_id}; insurance fund topped up with 200 USD"
         )
+        self.funding_start = self.funding_seen = await self.funding_now()
+
+    async def read_mark(self) -> Decimal | None:
+        """BTC-PERP's mark (and index, when shown) from GET /v1/instruments."""
+        inst = next(i for i in await self.admin.instruments() if i["symbol"] == SYMBOL)
+        if inst.get("index_price") is not None:
+            self.index = Decimal(inst["index_price"])
+            self._index_shown = True
+        if inst.get("funding_interval_s"):
+            self.funding_interval_s = int(inst["funding_interval_s"])
+        mark = inst.get("mark_price")
+        if mark is not None:
+            self.mark = Decimal(mark)
+            return self.mark
+        return None
+
+    async def wait_for_mark(self, stop: asyncio.Event, timeout_s: float = 60) -> None:
+        """Trading needs a mark: the feed's (or `initial_mark`); against --url without one, set
+        one by admin, or wait for that service's feed when its mark follows the index."""
+        if await self.read_mark() is not None:
+            return
+        if not self.own_feed:
+            try:
+                await self.admin.set_mark_price(SYMBOL, START_MARK)
+                self.say(f"{SYMBOL} had no mark: set to {START_MARK} by admin")
+                return
+            except ApiError as err:
+                if err.error != "MARK_SOURCE_IS_INDEX":
+                    raise
+        self.say(f"waiting for the first index price of {SYMBOL} ...")
+        deadline = time.monotonic() + timeout_s
+        while await self.read_mark() is None:
+            if stop.is_set():
+                return
+            if time.monotonic() > deadline:
+                raise ApiError(503, {"error": "NO_MARK_PRICE", "message": f"{SYMBOL} has no mark after {timeout_s:.0f} s"})
+            await asyncio.sleep(0.2)
+
+    async def funding_now(self) -> FundingTotals | None:
+        """The service's funding tally of BTC-PERP, and its index if /v1/instruments lacks it."""
+        try:
+            resp = await self.public.get("/metrics")
+        except httpx.HTTPError:
+            return None
+        if resp.status_code != 200:
+            return None
+        metrics = parse_metrics(resp.text)
+        index = metrics.get("exchange_index_price", {}).get(SYMBOL)
+        if index is not None and not self._index_shown:
+            self.index = _tick(Decimal(repr(index)))
+        return funding_totals(metrics, SYMBOL)
+
+    def watch_volatility(self) -> None:
+        """The maker thins its book while the mark moves more than `THIN_MOVE` within
+        `THIN_WINDOW_S` (as market makers pull back in a crash), and quotes in full again once
+        it no longer does; says so when it switches."""
+        now = time.monotonic()
+        marks = self._marks
+        marks.append((now, self.mark))
+        while marks[0][0] < now - THIN_WINDOW_S:
+            marks.popleft()
+        low, high = min(m for _, m in marks), max(m for _, m in marks)
+        thin = (high - low) / low > THIN_MOVE
+        if thin != self.thin:
+            self.thin = thin
+            if thin:
+                self.say(
+                    f"*** the mark moved {(high - low) / low:.1%} within {THIN_WINDOW_S} s: the maker "
+                    f"thins its book to {THIN_LEVELS} bids and asks of {THIN_SIZE} BTC ***"
+                )
+            else:
+                self.say("*** the market calmed down: the maker quotes its full book again ***")
 
     async def quote(self, levels: int = 5, size: Decimal = Decimal("0.4"), step: Decimal = Decimal("0.0005")) -> None:
+        """Five post-only levels a side around the mark (a thin book while the market moves
+        fast); a quote the market has just crossed (the mark moved meanwhile) is refused and
+        left out."""
         mm = self.maker.client
         assert mm is not None
+        if self.thin:
+            levels, size = THIN_LEVELS, THIN_SIZE
         await mm.cancel_all(SYMBOL)
         for i in range(1, levels + 1):
             off = self.mark * step * i
-            await mm.place_order(SYMBOL, "buy", size, price=_tick(self.mark - off), post_only=True)
-            await mm.place_order(SYMBOL, "sell", size, price=_tick(self.mark + off) + TICK, post_only=True)
-
-    async def walk(self) -> None:
-        self.mark = _tick(self.mark * (1 + Decimal(self.rng.gauss(0, 0.0005)).quantize(Decimal("0.000001"))))
-        res = await self.admin.set_mark_price(SYMBOL, self.mark)
-        self._record(res)
+            for side, price in (("buy", _tick(self.mark - off)), ("sell", _tick(self.mark + off) + TICK)):
+                with contextlib.suppress(ApiError):
+                    await mm.place_order(SYMBOL, side, size, price=price, post_only=True)
 
     async def open_positions(self) -> None:
         """Each trader uses ~70% of its leverage with an IOC limit 0.3% through the mark.
@@ -407,10 +653,13 @@ class Demo:
                 self.say(f"{t.name} {'buys' if t.side == 'buy' else 'sells'} {order['filled_qty']} BTC at {order['avg_price']}")
             except ApiError as err:
                 self.say(f"{t.name}: {err.error} ({err.message})")
+            await self.read_mark()
             await self.quote()
 
     async def tick(self) -> None:
-        await self.walk()
+        """Requote around the mark of now; maybe one seeded trader order."""
+        await self.read_mark()
+        self.watch_volatility()
         await self.quote()
         t = self.rng.choice(self.traders)
         assert t.client is not None
@@ -421,44 +670,67 @@ class Demo:
     async def show_book(self) -> None:
         book = await self.admin.orderbook(SYMBOL, depth=3)
         fund = await self.admin.insurance_fund()
+        funding = await self.funding_now()
         bids = " ".join(f"{q}@{p}" for p, q in book["bids"])
         asks = " ".join(f"{q}@{p}" for p, q in book["asks"])
-        self.say(f"mark {self.mark}  bids [{bids}]  asks [{asks}]  fund {fund.get('balance')}")
+        index = f"index {self.index}  " if self.index is not None else ""
+        self.say(f"{index}mark {self.mark}  bids [{bids}]  asks [{asks}]  fund {fund.get('balance')}")
+        if funding is not None and self.funding_seen is not None and funding.rounds > self.funding_seen.rounds:
+            self.say("  " + funding_round_line(SYMBOL, funding.since(self.funding_seen)))
+        if funding is not None:
+            self.funding_seen = funding
 
-    async def crash(self, pct: Decimal, steps: int = 5) -> None:
-        self.say(f"\n*** crash: the maker thins its book and the mark falls {pct}% in {steps} steps ***")
+    async def admin_crash(self, pct: Decimal, steps: int = 5) -> None:
+        """Against --url on an admin-marked symbol: thin the book, move the mark down P% by admin."""
         mm = self.maker.client
         assert mm is not None
-        await mm.cancel_all(SYMBOL)
-        start = self.mark  # where the seeded walk got to after a fixed number of ticks
+        start = self.mark
         low = start * (1 - pct / 100)
-        # a thin book: a few small bids just under the first step of the fall
         first = start - (start - low) / steps
+        try:
+            await self.admin.set_mark_price(SYMBOL, start)  # refused at once if the index sets it
+        except ApiError as err:
+            if err.error != "MARK_SOURCE_IS_INDEX":
+                raise
+            self.say(f"\n*** crash skipped: {SYMBOL}'s mark follows that service's index feed ({err.message}) ***")
+            return
+        self.say(f"\n*** crash: the maker thins its book and the mark falls {pct}% in {steps} steps (by admin) ***")
+        await mm.cancel_all(SYMBOL)
+        # a thin book: a few small bids just under the first step of the fall
         for i in range(1, 4):
             await mm.place_order(SYMBOL, "buy", "0.05", price=_tick(first * (1 - Decimal("0.003") * i)))
         for s in range(1, steps + 1):
             self.mark = _tick(start - (start - low) * s / steps)
             res = await self.admin.set_mark_price(SYMBOL, self.mark)
             self.say(f"mark -> {self.mark}: {len(res['liquidations'])} liquidation(s), {len(res['adl_fills'])} ADL fill(s)")
-            self._record(res)
+            await asyncio.sleep(0.3)  # their lines come over the WebSocket
 
-    def _record(self, res: dict[str, Any]) -> None:
-        for liq in res.get("liquidations", []):
-            self.report.liquidations.append(liq)
-            self.say(liquidation_line(liq, self.names))
-        for fill in res.get("adl_fills", []):
-            self.report.adl_fills.append(fill)
-            self.say(adl_line(fill, self.names))
+    def on_notice(self, msg: dict[str, Any]) -> None:
+        """A `liquidations` or `adl` message: record and print it (a liquidation's ADL fills
+        come before it; they are printed under it)."""
+        channel, data = msg.get("channel"), msg.get("data") or {}
+        if channel == "adl":
+            self.report.adl_fills.append(data)
+            self._adl_waiting.append(data)
+        elif channel == "liquidations":
+            self.report.liquidations.append(data)
+            self.say(liquidation_line(data, self.names))
+            mine = [f for f in self._adl_waiting if f.get("liquidated_account_id") == data.get("account_id")]
+            self._adl_waiting = [f for f in self._adl_waiting if f not in mine]
+            for fill in mine:
+                self.say(adl_line(fill, self.names))
 
-    async def play(self, seconds: float, crash: Decimal | None, tick_s: float, stop: asyncio.Event) -> None:
-        """Set up, then tick until the run's ticks are done or `stop` is set."""
-        for step in (self.setup, self.quote, self.open_positions, self.show_book):
+    async def play(self, seconds: float, crash: Decimal | None, tick_s: float, stop: asyncio.Event, min_s: float = 0.0) -> None:
+        """Set up, then tick until the run's ticks are done or `stop` is set. A bounded run
+        lasts at least `min_s` (the feed's crash); against --url, `crash` is the admin crash."""
+        await self.setup(stop)
+        for step in (self.quote, self.open_positions, self.show_book):
             if stop.is_set():
                 return
             await step()
-        ticks = math.ceil(seconds / tick_s) if seconds > 0 else None
+        ticks = math.ceil(max(seconds, min_s) / tick_s) if seconds > 0 else None
         crash_at = None
-        if crash is not None:
+        if crash is not None and not self.own_feed:
             crash_at = max(1, math.ceil(min(seconds / 2 if seconds > 0 else CRASH_AFTER_S, CRASH_AFTER_S) / tick_s))
             if ticks is not None:
                 ticks = max(ticks, crash_at)
@@ -470,7 +742,7 @@ class Demo:
             if n % 8 == 0:
                 await self.show_book()
             if n == crash_at and crash is not None:
-                await self.crash(crash)
+                await self.admin_crash(crash)
                 await self.show_book()
             deadline += tick_s  # pace: one tick per tick_s, never a burst to catch up
             delay = deadline - time.monotonic()
@@ -479,11 +751,12 @@ class Demo:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
-    async def listen(self, stop: asyncio.Event) -> None:
-        """Count public liquidation/ADL notices, proving the WebSocket side works."""
+    async def listen(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
+        """Print liquidations and ADL fills as the WebSocket pushes them."""
         try:
             async with self.admin.websocket() as ws:
                 await ws.subscribe(["liquidations", "adl"])
+                ready.set()
                 while not stop.is_set():
                     try:
                         msg = await asyncio.wait_for(ws.recv(), 0.2)
@@ -491,24 +764,34 @@ class Demo:
                         continue
                     if msg.get("channel") in self.report.ws_notices:
                         self.report.ws_notices[msg["channel"]] += 1
+                        self.on_notice(msg)
         except Exception as exc:  # the demo goes on without the WebSocket
-            self.say(f"(websocket listener stopped: {exc})")
+            self.say(f"(websocket listener stopped: {exc}; liquidations are no longer printed)")
+        finally:
+            ready.set()
+            for fill in self._adl_waiting:  # never seen without its liquidation, but never lost
+                self.say(adl_line(fill, self.names))
+            self._adl_waiting = []
 
     async def summary(self) -> list[str]:
         """The summary lines, with what the service answers now (nothing, if it stopped)."""
         fund = await _answer(self.admin.insurance_fund())
+        funding = await self.funding_now()
+        if funding is not None and self.funding_start is not None:
+            self.report.funding = funding.since(self.funding_start)
         accounts = [
             (t.name, await _answer(self.admin.admin_account(t.account_id)))
             for t in self.traders
             if t.account_id
         ]
-        return summary_lines(self.report, self.names, fund, accounts)
+        return summary_lines(self.report, self.names, fund, accounts, self.funding_interval_s)
 
     async def close(self) -> None:
         for t in (self.maker, *self.traders):
             if t.client is not None:
                 await t.client.aclose()
         await self.admin.aclose()
+        await self.public.aclose()
 
 
 async def _answer(call: Awaitable[_T]) -> _T | None:
@@ -527,15 +810,22 @@ async def run(
     tick_s: float,
     stop: asyncio.Event | None = None,
     out: TextIO | None = None,
+    own_feed: bool = False,
+    min_s: float = 0.0,
 ) -> Report:
-    """Play the market until done or `stop`; the report holds the summary lines (not printed)."""
+    """Play the market until done or `stop`; the report holds the summary lines (not printed).
+    `own_feed`: the demo started the service on its feed (`crash` is then the feed's, already
+    chosen, and `min_s` how long a bounded run must last to see it); else `crash` is the admin
+    crash against --url."""
     stop = stop if stop is not None else asyncio.Event()
-    demo = Demo(url, admin_token, seed, out)
-    listening = asyncio.Event()
-    listener = asyncio.create_task(demo.listen(listening))
+    demo = Demo(url, admin_token, seed, out, own_feed=own_feed)
+    listening, subscribed = asyncio.Event(), asyncio.Event()
+    listener = asyncio.create_task(demo.listen(listening, subscribed))
     try:
         try:
-            await demo.play(seconds, crash, tick_s, stop)
+            with contextlib.suppress(TimeoutError):  # without it the market still plays
+                await asyncio.wait_for(subscribed.wait(), 10)
+            await demo.play(seconds, None if own_feed else crash, tick_s, stop, min_s)
         except httpx.HTTPError as exc:
             demo.report.failure = f"the service at {url} stopped answering ({type(exc).__name__}: {exc})"
         except ApiError as exc:
@@ -549,10 +839,26 @@ async def run(
         await demo.close()
 
 
-def _pct(text: str) -> Decimal:
-    value = Decimal(text.rstrip("%"))
-    if not 0 < value < 100:
-        raise argparse.ArgumentTypeError("crash must be between 0% and 100%")
+def _crash(text: str) -> str:
+    """`25%` or `10%` (the shipped crash feeds); anything else: the choices, named."""
+    try:
+        value = Decimal(text.strip().removesuffix("%"))
+    except InvalidOperation:
+        value = Decimal(-1)
+    key = f"{value.normalize():f}%" if value.is_finite() else ""
+    if key not in CRASH_FEEDS:
+        choices = "; ".join(f"{k} (feeds/{f.path.name}: {f.story})" for k, f in CRASH_FEEDS.items())
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shipped crash; choose {choices}")
+    return key
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r}: the speed must be a number above 0")
     return value
 
 
@@ -564,17 +870,25 @@ def _parser() -> argparse.ArgumentParser:
         "venues, 4 = first in line to be deleveraged. Ctrl-C (or SIGTERM) stops a run, prints "
         "the summary and exits 0; a second Ctrl-C stops at once.",
     )
-    p.add_argument("--url", help="a running service (default: start one here)")
+    p.add_argument("--url", help="a running service (default: start one here, on the sandbox's feed); the demo cannot choose its feed")
     p.add_argument(
         "--admin-token",
         default=os.environ.get("EXCHANGE_ADMIN_TOKEN"),
         help=f"its admin token (default: EXCHANGE_ADMIN_TOKEN; for the service it starts on a "
         f"loopback address {SANDBOX_ADMIN_TOKEN}, on another interface a random one)",
     )
-    p.add_argument("--seconds", type=float, default=20, help="how long to run: SECONDS / TICK ticks (0 = until Ctrl-C)")
-    p.add_argument("--crash", type=_pct, default=None, help="e.g. 25%%: crash the mark by that much")
-    p.add_argument("--seed", type=int, default=7, help="seed of the market's random walk and orders: the same seed, --seconds, --tick and --crash play the same run (on a fresh service)")
-    p.add_argument("--tick", type=float, default=0.25, help="seconds between mark moves")
+    p.add_argument("--seconds", type=float, default=20, help="how long to run: SECONDS / TICK ticks, with --crash at least until the crash's bottom (0 = until Ctrl-C)")
+    p.add_argument(
+        "--crash",
+        type=_crash,
+        default=None,
+        help="25%% (feeds/crash25.csv: a 25%% fall over three minutes, 30 s in) or 10%% "
+        "(feeds/flash10.csv: a 10%% flash crash, 30 s in); default: feeds/calm.csv. Against "
+        "--url: the mark falls that much by admin, ten seconds in, on an admin-marked symbol",
+    )
+    p.add_argument("--speed", type=_speed, default=1.0, help="how fast the service it starts plays the feed (EXCHANGE_FEED_SPEED): 10 = ten times as fast")
+    p.add_argument("--seed", type=int, default=7, help="seed of the traders' orders: the same seed, --seconds, --tick and --crash make the same choices (see the module docstring for what timing still changes)")
+    p.add_argument("--tick", type=float, default=0.25, help="seconds between the maker's requotes (and maybe a trader order)")
     p.add_argument("--host", default="127.0.0.1", help="interface for the service it starts")
     p.add_argument("--port", type=int, default=0, help="port for the service it starts (default: any free one)")
     p.add_argument("--data-dir", default=None, help="data dir for the service it starts, kept (default: a temp dir, removed at exit)")
@@ -597,10 +911,19 @@ async def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
         loop.add_signal_handler(sig, on_signal)
 
+    crash_pct = Decimal(args.crash.rstrip("%")) if args.crash else None
     if args.url:
         if not args.admin_token:
             parser.error("--admin-token (or EXCHANGE_ADMIN_TOKEN) is required with --url")
-        report = await run(args.url, args.admin_token, args.seconds, args.crash, args.seed, args.tick, stop)
+        print(
+            f"--url: the demo cannot choose the price feed of a service it did not start; its "
+            f"index and mark move only as that service's own feed (EXCHANGE_PRICE_FEED) or its "
+            f"admin move them{'' if args.speed == 1.0 else ' (--speed ignored)'}",
+            flush=True,
+        )
+        if crash_pct is not None:
+            print(f"--crash {args.crash}: the mark falls {args.crash} by admin instead, if that service lets an admin set it", flush=True)
+        report = await run(args.url, args.admin_token, args.seconds, crash_pct, args.seed, args.tick, stop)
         print("\n".join(report.summary), flush=True)
         return 1 if report.failure else 0
 
@@ -610,21 +933,34 @@ async def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if error is not None:
         print(port_busy_message(args.host, port, error), file=sys.stderr)
         return 1
+    crash = CRASH_FEEDS[args.crash] if args.crash else None
+    feed = crash.path if crash else CALM_FEED
+    min_s = crash.bottom_s / args.speed + 2 if crash and args.seconds > 0 else 0.0
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="exchange-demo-")
     try:
-        async with _own_service(args.host, port, token, data_dir, stop) as url:
+        market = sandbox_env(feed, args.speed)
+        async with _own_service(args.host, port, token, data_dir, stop, market) as url:
             if stop.is_set():  # stopped while the service was starting: no market, no summary
                 print("stopped before the market opened", flush=True)
                 return 0
             print(f"service at {url} (admin token {token}); API docs at {url}/docs", flush=True)
             kept = "kept" if args.data_dir else "removed at exit; --data-dir DIR keeps one"
             print(
-                f"data dir {data_dir} ({kept}; its events: python -m service.tools dump DIR --events)",
+                f"data dir {data_dir} ({kept}; its events: python -m service.tools --config "
+                f"feeds/{SANDBOX_CONFIG.name} dump DIR --events)",
+                flush=True,
+            )
+            speed = "" if args.speed == 1.0 else f", {args.speed:g}x as fast"
+            story = crash.story if crash else "a gentle walk of twenty minutes, looped"
+            print(
+                f"market: the index of BTC-PERP and ETH-PERP comes from feeds/{feed.name} ({story}"
+                f"{speed}); the marks follow the index; funding every {FUNDING_INTERVAL_S} s "
+                f"(feeds/{SANDBOX_CONFIG.name})",
                 flush=True,
             )
             if args.seconds <= 0:
                 print("running until Ctrl-C, which prints a summary", flush=True)
-            report = await run(url, token, args.seconds, args.crash, args.seed, args.tick, stop)
+            report = await run(url, token, args.seconds, crash_pct, args.seed, args.tick, stop, own_feed=True, min_s=min_s)
         # printed once the service is stopped, so its shutdown log does not follow the summary
         print("\n".join(report.summary), flush=True)
         return 1 if report.failure else 0

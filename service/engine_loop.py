@@ -3,7 +3,9 @@
 Handlers `await engine_loop.submit(command, after)`. The task drains the queue in batches
 (everything available, up to `max_batch`) and for each command:
 
-1. stamps `ts_ns = time.time_ns()` (the engine never reads a clock),
+1. stamps `ts_ns = time.time_ns()` (the engine never reads a clock), unless the submitter
+   stamped it itself (`submit(command, stamp=False)`: the funding scheduler's rounds carry
+   the round's time, service/scheduler.py),
 2. `engine.apply(command)` -> events,
 3. runs `after(engine, events)` right away, so a handler's answer (e.g. the order after
    matching) is a snapshot taken before any later command of the batch touches it.
@@ -163,12 +165,13 @@ class EngineLoop:
 
     # -- submission ----------------------------------------------------------------------
 
-    async def submit(self, command: Command, after: After | None = None) -> Any:
-        """Queue `command`; return `after(engine, events)` (or the events) once it was applied."""
+    async def submit(self, command: Command, after: After | None = None, *, stamp: bool = True) -> Any:
+        """Queue `command`; return `after(engine, events)` (or the events) once it was applied.
+        `stamp=False` keeps the command's own `ts_ns` instead of the clock's."""
         if self.halted or self._stopping:
             raise EngineHalted(self.halt_reason or "the service is shutting down")
         fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((command, fut, after, time.perf_counter()))
+        self._queue.put_nowait((command, fut, after, time.perf_counter(), stamp))
         return await fut
 
     # -- the engine task -----------------------------------------------------------------
@@ -209,8 +212,9 @@ class EngineLoop:
         all_events: list[Any] = []
         replace = dataclasses.replace
         time_ns = time.time_ns
-        for i, (command, fut, after, t0) in enumerate(batch):
-            command = replace(command, ts_ns=time_ns())
+        for i, (command, fut, after, t0, stamp) in enumerate(batch):
+            if stamp:
+                command = replace(command, ts_ns=time_ns())
             try:
                 events = engine.apply(command)
             except Exception as exc:  # broken invariant or bug: stop, never limp on
@@ -354,8 +358,8 @@ class EngineLoop:
         self._fail_pending(EngineHalted(self.halt_reason))
 
     def _fail_submissions(self, items: list[Any]) -> None:
-        """Fail (command, future, after, t0) submissions that will never be applied."""
-        for _, fut, _, _ in items:
+        """Fail (command, future, after, t0, stamp) submissions that will never be applied."""
+        for _, fut, *_ in items:
             if not fut.done():
                 fut.set_exception(EngineHalted(self.halt_reason or "engine halted"))
 

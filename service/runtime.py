@@ -1,8 +1,12 @@
-"""The running service: engine, single-writer loop, fan-out, publisher, keys, metrics.
+"""The running service: engine, single-writer loop, fan-out, publisher, keys, metrics, and
+the two sources of commands that are not requests: the price feed (service/feed.py, when
+`EXCHANGE_PRICE_FEED` is set) and the funding scheduler (service/scheduler.py, unless
+`EXCHANGE_FUNDING=off`).
 
 `Services.start()` / `stop()` are called from the FastAPI lifespan (api/app.py). Stop order
 matters for a clean SIGTERM: uvicorn has already stopped accepting requests and waited for
-in-flight ones; then the engine loop applies whatever is still queued, WebSocket clients
+in-flight ones; then the feed and the scheduler stop (a command of theirs already queued is
+still applied), the engine loop applies whatever is still queued, WebSocket clients
 are closed, and the publisher flushes its backlog to Redis (bounded by a timeout).
 
 Garbage collection: the engine keeps a large, long-lived, acyclic heap (orders, closed-order
@@ -24,12 +28,14 @@ from dataclasses import dataclass
 
 from service.config import build_engine, load_engine_config
 from service.engine_loop import EngineLoop
+from service.feed import Feed, PriceFeed, load_feed, schedule
 from service.format import EventFormatter
 from service.history import EventHistory
 from service.keys import KeyRegistry, RateLimiter
 from service.limits import AbuseLimits, ws_connection_cap
 from service.metrics import Metrics
 from service.publisher import MemoryEventStore, RedisPublisher
+from service.scheduler import FundingScheduler
 from service.settings import Settings
 from service.storage.durable import DurableJournal
 from service.storage.regen import EventRegenerator
@@ -121,6 +127,16 @@ class Services:
         )
         self.loop.published_seq = lambda: self.publisher.last_published_seq
         self.hub.halted = lambda: self.loop.halted
+        # index prices and funding (SPEC §12); the feed was checked before start (__main__)
+        self.feed_source: Feed | None = None
+        if settings.price_feed:
+            self.feed_source = load_feed(settings.price_feed, self.engine.instruments)
+        self.feed: PriceFeed | None = None
+        self.scheduler: FundingScheduler | None = None
+        if settings.funding:
+            self.scheduler = FundingScheduler(
+                self.engine, lambda command: self.loop.submit(command, stamp=False)
+            )
         m = self.metrics
         m.gauge(
             "exchange_engine_queue_depth",
@@ -173,6 +189,53 @@ class Services:
             lambda: self.engine.bad_debt_atoms / 1e8,
         )
         m.gauge_by(
+            "exchange_index_price",
+            "Index price per symbol, once one was set (by the price feed or an admin)",
+            "symbol",
+            lambda: self._prices(self.engine.index),
+        )
+        m.gauge_by(
+            "exchange_funding_rate",
+            "The rate of the last funding round per symbol, a fraction per interval (+: longs pay)",
+            "symbol",
+            self._last_funding_rates,
+        )
+        m.gauge_by(
+            "exchange_funding_rounds",
+            "Funding rounds the scheduler applied since the service started",
+            "symbol",
+            lambda: {s: t.rounds for s, t in self.scheduler.tally.items()} if self.scheduler else {},
+        )
+        m.gauge_by(
+            "exchange_funding_paid_usd",
+            "Funding paid by payers in the scheduler's rounds since the service started",
+            "symbol",
+            lambda: {s: t.paid_atoms / 1e8 for s, t in self.scheduler.tally.items()}
+            if self.scheduler
+            else {},
+        )
+        m.gauge_by(
+            "exchange_funding_received_usd",
+            "Funding received in the scheduler's rounds since the service started (paid minus "
+            "received, the rounding, went to the insurance fund)",
+            "symbol",
+            lambda: {s: t.received_atoms / 1e8 for s, t in self.scheduler.tally.items()}
+            if self.scheduler
+            else {},
+        )
+        m.gauge_by(
+            "exchange_feed_prices_sent",
+            "Index prices the price feed submitted (SetIndexPrice commands)",
+            "symbol",
+            lambda: dict(self.feed.sent) if self.feed else {},
+        )
+        m.gauge_by(
+            "exchange_feed_prices_coalesced",
+            "Feed prices replaced by a newer one while a feed command was in flight",
+            "symbol",
+            lambda: dict(self.feed.coalesced) if self.feed else {},
+        )
+        m.gauge_by(
             "exchange_open_interest",
             "Open interest in base units (e.g. BTC): the sum of long position sizes, equal to "
             "the sum of short ones",
@@ -189,6 +252,41 @@ class Services:
             long_lots = sum(max(0, engine.accounts[a].size(symbol)) for a in engine.holders[symbol])
             out[symbol] = long_lots * engine.instruments[symbol].lot_size_e8 / 1e8
         return out
+
+    def _prices(self, ticks: dict[str, int]) -> dict[str, float]:
+        insts = self.engine.instruments
+        return {s: t * insts[s].tick_size_e8 / 1e8 for s, t in ticks.items()}
+
+    def _last_funding_rates(self) -> dict[str, float]:
+        history = self.engine.funding_history
+        return {s: h[-1][1] / 1e8 for s, h in history.items() if h}
+
+    def _start_feed_and_funding(self) -> None:
+        s = self.settings
+        if self.feed_source is not None:
+            self.feed = PriceFeed(
+                schedule(self.feed_source, self.engine, s.feed_speed, s.feed_loop),
+                self.loop.submit,
+                label=self.feed_source.describe(),
+            )
+            self.feed.start()
+            log.info(
+                "price feed: %s at speed %g%s",
+                self.feed_source.describe(),
+                s.feed_speed,
+                ", looped" if s.feed_loop else "",
+            )
+        else:
+            log.info("no price feed (EXCHANGE_PRICE_FEED unset): index prices only by admin")
+        if self.scheduler is None:
+            log.info("funding scheduler off (EXCHANGE_FUNDING=off): funding rounds only by admin")
+            return
+        self.scheduler.start()
+        intervals = self.scheduler.intervals_s
+        log.info(
+            "funding scheduler on: %s",
+            ", ".join(f"{sym} every {intervals[sym]} s" for sym in self.engine.symbols),
+        )
 
     async def start(self) -> None:
         s = self.settings
@@ -225,9 +323,14 @@ class Services:
         await self.publisher.start()
         self.loop.start()
         self.hub.start()
+        self._start_feed_and_funding()
 
     async def stop(self) -> None:
         timeout = self.settings.shutdown_timeout_s
+        if self.feed is not None:
+            await self.feed.stop()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         await self.loop.stop(timeout)
         # a background snapshot still running: superseded by the final one below (killed, it
         # is a crash mid-snapshot, which leaves the previous one); after a halt, let it finish

@@ -1,6 +1,8 @@
 """Service settings: one `BaseSettings` read from the `EXCHANGE_*` environment (SPEC §11).
 
-`EXCHANGE_CONFIG` names a TOML file read by service/config.py.
+`EXCHANGE_CONFIG` names a TOML file read by service/config.py. `EXCHANGE_PRICE_FEED` is
+checked here for its form (`synthetic:<seed>` or an existing file); the file's rows are
+checked against the instruments before the service starts (service/__main__.py).
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.feed import check_feed_spec
 
 MIN_ADMIN_TOKEN_CHARS = 16
 
@@ -39,6 +43,28 @@ class Settings(BaseSettings):
     )
     config: Path | None = Field(
         default=None, description="TOML overriding instruments, fees, tiers, bands, marks"
+    )
+
+    # index prices and funding (SPEC §12): service/feed.py, service/scheduler.py
+    price_feed: str | None = Field(
+        default=None,
+        description="index prices: synthetic:<seed> (a seeded walk) or a CSV file "
+        "offset_s,symbol,price; unset: no feed (index prices only by admin)",
+    )
+    feed_speed: float = Field(
+        default=1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="how fast a CSV feed (and the synthetic walk) is played: 2.0 = twice as fast",
+    )
+    feed_loop: bool = Field(
+        default=False,
+        description="a CSV feed starts over when it ends (else it stops; the index stays put)",
+    )
+    funding: bool = Field(
+        default=True,
+        description="the funding scheduler: a round per symbol at every epoch-aligned funding "
+        "time; off: rounds only by admin",
     )
 
     # Redis Streams publication (SPEC §8)
@@ -141,6 +167,14 @@ class Settings(BaseSettings):
 
     # set by the validator when the token was generated here (then it is printed once)
     admin_token_generated: bool = Field(default=False, exclude=True)
+
+    @field_validator("price_feed")
+    @classmethod
+    def _feed_form(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        check_feed_spec(value)
+        return value
 
     @model_validator(mode="after")
     def _generate_admin_token(self) -> Settings:

@@ -124,13 +124,20 @@ def test_compose_when_read_publishes_the_exchange_on_loopback_unless_asked_and_r
     assert _interpolate(token, {"EXCHANGE_ADMIN_TOKEN": "mine-and-long-enough"}) == "mine-and-long-enough"
 
 
-def test_compose_when_read_runs_the_demo_with_a_crash_of_25_percent_unless_demo_crash_is_set() -> None:
-    demo = _compose()["services"]["demo"]
-    command = demo["command"]
-    crash = command[command.index("--crash") + 1]
-    assert _interpolate(crash) == "25%"
-    assert _interpolate(crash, {"DEMO_CRASH": "10%"}) == "10%"
-    assert command[command.index("--url") + 1] == "http://exchange:8000"
+def test_compose_when_read_runs_the_market_on_the_shipped_feed_like_make_sandbox() -> None:
+    services = _compose()["services"]
+    env = services["exchange"]["environment"]
+    assert env["EXCHANGE_CONFIG"] == "/opt/exchange/feeds/sandbox.toml"
+    assert _interpolate(env["EXCHANGE_PRICE_FEED"]) == "/opt/exchange/feeds/calm.csv"
+    crash = {"SANDBOX_FEED": "/opt/exchange/feeds/crash25.csv"}
+    assert _interpolate(env["EXCHANGE_PRICE_FEED"], crash) == crash["SANDBOX_FEED"]
+    assert env["EXCHANGE_FEED_LOOP"] == "1"
+    # the image holds what those paths name
+    assert re.search(r"^COPY feeds /opt/exchange/feeds$", _dockerfile(), re.M)
+    for name in ("sandbox.toml", "calm.csv", "crash25.csv", "flash10.csv"):
+        assert (ROOT / "feeds" / name).is_file(), name
+    demo = services["demo"]["command"]
+    assert demo[demo.index("--url") + 1] == "http://exchange:8000" and "--crash" not in demo
 
 
 def test_dockerfile_when_read_installs_exactly_the_lock_from_wheels_it_built() -> None:

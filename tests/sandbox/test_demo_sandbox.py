@@ -1,10 +1,14 @@
 """`make sandbox` as a newcomer meets it: `python -m service.demo` run for real in subprocesses,
-each starting its own service (no Redis).
+each starting its own service (no Redis) on the sandbox's market (feeds/sandbox.toml: marks
+from the index, funding every 60 s) and price feed.
 
-- A bounded crash run prints every liquidation with its book fill and a summary, and leaves
-  no temp dir behind; the same seed gives the same story twice.
-- `python -m service.tools dump DIR --events` reads that run's data dir back in decimal units,
-  the same numbers the demo printed.
+- A bounded crash run (feeds/crash25.csv at 20x speed) prints every liquidation with its
+  book fill and a summary with funding, and leaves no temp dir behind; the same seed gives
+  the same accounts and liquidates the same traders twice (the rest depends on timing: the
+  feed runs on the service's clock).
+- `python -m service.tools --config feeds/sandbox.toml dump DIR --events` reads that run's
+  data dir back in decimal units, the same numbers the demo printed.
+- `--crash` other than 25% or 10%: one usage line naming the choices, exit status 2.
 - Ctrl-C (SIGINT to the demo's process group, as a terminal sends it) or SIGTERM: the summary,
   exit status 0, no traceback, no temp dir left.
 - A port in use: one line naming the fix, exit status 1, no traceback (demo and service).
@@ -28,7 +32,9 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CRASH_ARGS = ["--seconds", "1.5", "--tick", "0.05", "--crash", "25%", "--seed", "11"]
+# the crash hits bottom 210 s of feed time in: 10.5 s at 20x; the run lasts until then
+CRASH_ARGS = ["--seconds", "1.5", "--tick", "0.05", "--crash", "25%", "--seed", "11", "--speed", "20"]
+SANDBOX_CONFIG = ROOT / "feeds" / "sandbox.toml"
 
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -44,10 +50,13 @@ def _demo(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.C
     )
 
 
-def _story(stdout: str) -> list[str]:
-    """The lines a seeded run must repeat: not its port, data dir or WebSocket timing."""
-    skip = ("service at ", "data dir ", "seen on the WebSocket")
-    return [line for line in stdout.splitlines() if not line.startswith(skip)]
+def _liquidated(stdout: str) -> list[str]:
+    """The traders a run liquidated, by name."""
+    return sorted(set(re.findall(r"^  LIQUIDATED (\w+) #\d+:", stdout, re.M)))
+
+
+def _line(stdout: str, start: str) -> str:
+    return next(line for line in stdout.splitlines() if line.startswith(start))
 
 
 @pytest.fixture(scope="module")
@@ -86,26 +95,33 @@ def test_demo_when_bounded_crash_run_ends_prints_liquidations_with_book_fills_an
         assert re.search(r"\| (book fill [0-9.]+ BTC @ [0-9.]+ \(|no book fill)", line), line
         assert re.search(r"ADL [0-9.]+ BTC \| insurance fund [-+]?[0-9.]+, bad debt [0-9.]+$", line), line
     assert re.search(r"ADL rank 1 \(queue\): \w+ #\d+ \(short\) closes .* haircut -?[0-9.]+", out.stdout)
+    assert "market: the index of BTC-PERP and ETH-PERP comes from feeds/crash25.csv" in out.stdout
+    assert "the maker thins its book" in out.stdout  # the fall is fast: it pulls back
     summary = out.stdout.split("=== summary ===", 1)[1]
     assert f"liquidations: {len(liquidations)} (" in summary
+    assert re.search(r"^funding: (no round of BTC-PERP during this run \(rounds every 60 s\)|\d+ rounds? of BTC-PERP \(every 60 s; last rate [-+]\d\.\d{4}%\): payers paid)", summary, re.M), summary
     assert re.search(r"insurance fund: 200 -> [0-9.]+ USD \([-+]?[0-9.]+\); bad debt [0-9.]+ this run", summary)
     assert re.search(r"most deleveraged \(ADL'd\) accounts by qty: \w+ #\d+ [0-9.]+ BTC in \d+ fills?", summary)
     assert "ADL light" in summary and "ADL quantile" in summary
 
 
 @pytest.mark.slow
-def test_demo_when_run_twice_with_the_same_seed_tells_the_same_story_and_leaves_no_temp_dir(
+def test_demo_when_run_twice_with_the_same_seed_has_the_same_accounts_and_liquidated_traders(
     crash_runs: tuple[Any, ...],
 ) -> None:
     first, again, _, temp = crash_runs
-    assert _story(again.stdout) == _story(first.stdout)
+    assert _line(again.stdout, "accounts: ") == _line(first.stdout, "accounts: ")
+    assert _line(again.stdout, "market: ") == _line(first.stdout, "market: ")
+    # a 25% fall: ben (20x) and cat (50x), never ann (5x, liquidated only ~28% under her entry)
+    assert _liquidated(again.stdout) == _liquidated(first.stdout) == ["ben", "cat"]
     assert "removed at exit" in again.stdout
     assert list(temp.glob("exchange-demo-*")) == []
 
 
 def _dump_events(data: Path, *args: str) -> list[dict[str, Any]]:
     out = subprocess.run(
-        [sys.executable, "-m", "service.tools", "dump", str(data), "--events", *args],
+        [sys.executable, "-m", "service.tools", "--config", str(SANDBOX_CONFIG), "dump", str(data),
+         "--events", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
@@ -221,6 +237,13 @@ def test_demo_when_stopped_by_a_signal_prints_the_summary_and_exits_0_quietly(
     # bound to 127.0.0.1 without EXCHANGE_ADMIN_TOKEN: the token the README's commands use
     assert "(admin token sandbox-admin-token)" in out
     assert list(tmp_path.glob("exchange-demo-*")) == []
+
+
+def test_demo_when_crash_is_not_a_shipped_one_prints_the_choices_and_exits_2(tmp_path: Path) -> None:
+    out = _demo("--crash", "30%", env=_env(tmp_path), timeout=60)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.splitlines()[-1].startswith("python -m service.demo: error: argument --crash: '30%' is not a shipped crash; choose 25% (feeds/crash25.csv: "), out.stderr
+    assert "10% (feeds/flash10.csv: " in out.stderr and "Traceback" not in out.stderr
 
 
 def test_demo_when_its_port_is_in_use_prints_one_line_with_the_fix_and_exits_1(tmp_path: Path) -> None:

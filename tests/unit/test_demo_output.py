@@ -1,7 +1,8 @@
 """What the demo market prints (service/demo.py), from the API's own JSON shapes: the
 liquidation line explains the fund's change by its book fill, the ADL line names rank, price,
-haircut and policy, and the summary ranks the deleveraged accounts. Plus the sandbox's admin
-token and busy-port message."""
+haircut and policy, and the summary ranks the deleveraged accounts and reports funding (read
+from the service's /metrics). Plus the sandbox's admin token, busy-port message, `--crash`
+choices and the environment of the service it starts."""
 
 from __future__ import annotations
 
@@ -182,3 +183,97 @@ def test_port_busy_message_when_port_is_listened_on_names_a_free_port_and_the_co
         assert fix.startswith("python -m service.demo --port ")
     suggested = int(fix.rsplit("=" if under_make else " ", 1)[1])
     assert suggested > port
+
+
+# -- the sandbox's feed and funding ------------------------------------------------------------
+
+METRICS = """# HELP exchange_funding_rounds Funding rounds the scheduler applied since the service started
+# TYPE exchange_funding_rounds gauge
+exchange_funding_rounds{symbol="BTC-PERP"} 3.0
+exchange_funding_rounds{symbol="ETH-PERP"} 3.0
+exchange_funding_paid_usd{symbol="BTC-PERP"} 17.28000003
+exchange_funding_received_usd{symbol="BTC-PERP"} 17.28
+exchange_funding_rate{symbol="BTC-PERP"} -0.0002
+exchange_index_price{symbol="BTC-PERP"} 10003.6
+exchange_trades_total{symbol="BTC-PERP"} 12.0
+"""
+
+
+def test_funding_totals_when_read_from_metrics_give_rounds_money_and_the_last_rate() -> None:
+    metrics = demo.parse_metrics(METRICS)
+    assert metrics["exchange_index_price"] == {"BTC-PERP": 10003.6}
+    got = demo.funding_totals(metrics, "BTC-PERP")
+    assert got == demo.FundingTotals(3, Decimal("17.28000003"), Decimal("17.28"), Decimal("-0.0002"))
+    assert demo.funding_totals(demo.parse_metrics("exchange_trades_total 1.0\n"), "BTC-PERP") is None
+    start = demo.FundingTotals(1, Decimal("5.76"), Decimal("5.76"), Decimal("0.0001"))
+    assert got.since(start) == demo.FundingTotals(2, Decimal("11.52000003"), Decimal("11.52"), Decimal("-0.0002"))
+
+
+@pytest.mark.parametrize(
+    ("totals", "interval_s", "expected"),
+    [
+        (None, None, "funding: not reported by this service (no exchange_funding_* in its /metrics)"),
+        (demo.FundingTotals(), 60, "funding: no round of BTC-PERP during this run (rounds every 60 s)"),
+        (
+            demo.FundingTotals(2, Decimal("11.52000003"), Decimal("11.52"), Decimal("0.0001")),
+            60,
+            "funding: 2 rounds of BTC-PERP (every 60 s; last rate +0.0100%): payers paid 11.52 USD, "
+            "receivers got 11.52 USD (0.00 USD of rounding to the insurance fund)",
+        ),
+        (
+            demo.FundingTotals(1, Decimal("1"), Decimal("0.99"), None),
+            None,
+            "funding: 1 round of BTC-PERP: payers paid 1.00 USD, receivers got 0.99 USD (0.01 USD of "
+            "rounding to the insurance fund)",
+        ),
+    ],
+    ids=["not-reported", "no-round", "rounds", "no-rate-no-interval"],
+)
+def test_funding_summary_when_printed_says_rounds_paid_received_and_the_rounding(
+    totals: demo.FundingTotals | None, interval_s: int | None, expected: str
+) -> None:
+    assert demo.funding_summary(totals, interval_s) == expected
+
+
+def test_funding_round_line_when_the_rate_is_negative_says_shorts_pay_longs() -> None:
+    line = demo.funding_round_line("BTC-PERP", demo.FundingTotals(1, Decimal("2"), Decimal("2"), Decimal("-0.0002")))
+    assert line == "a funding round of BTC-PERP, rate -0.0200% (shorts pay longs): paid 2.00 USD, received 2.00 USD"
+
+
+def test_summary_when_funding_was_seen_reports_it_after_the_insurance_fund() -> None:
+    report = Report(fund_start=Decimal("200"), funding=demo.FundingTotals(1, Decimal("1"), Decimal("1"), Decimal("0.0001")))
+    accounts = [("ann", {"wallet_balance": "4999", "equity": "4990", "positions": [
+        {"symbol": "BTC-PERP", "size": "1.75", "adl_quantile": 2, "funding": "-1.75"}]})]
+    lines = demo.summary_lines(report, NAMES, {"balance": "200", "bad_debt": "0"}, accounts, 60)
+    assert lines[3].startswith("insurance fund: ") and lines[4].startswith("funding: 1 round of BTC-PERP (every 60 s;")
+    assert lines[-1].endswith("1.75 BTC, ADL quantile 2, funding -1.75")
+
+
+@pytest.mark.parametrize(
+    ("given", "key"),
+    [("25%", "25%"), ("25", "25%"), ("25.0%", "25%"), ("10%", "10%"), (" 10 ", "10%")],
+    ids=["25%", "25", "25.0%", "10%", "spaces"],
+)
+def test_crash_option_when_a_shipped_depth_picks_its_feed(given: str, key: str) -> None:
+    assert demo._crash(given) == key
+    assert demo.CRASH_FEEDS[key].path.is_file()
+
+
+@pytest.mark.parametrize("given", ["30%", "0", "abc", "", "100%"], ids=["30%", "zero", "word", "empty", "100%"])
+def test_crash_option_when_not_a_shipped_depth_names_the_choices(given: str) -> None:
+    with pytest.raises(demo.argparse.ArgumentTypeError) as err:
+        demo._crash(given)
+    assert "choose 25% (feeds/crash25.csv: 30 s calm, then a 25% fall" in str(err.value)
+    assert "10% (feeds/flash10.csv: 30 s calm, then a 10% flash crash" in str(err.value)
+
+
+def test_sandbox_env_when_the_demo_starts_its_service_names_config_feed_speed_and_loop() -> None:
+    calm = demo.sandbox_env(demo.CALM_FEED, 1.0)
+    assert calm == {
+        "EXCHANGE_CONFIG": str(demo.SANDBOX_CONFIG),
+        "EXCHANGE_PRICE_FEED": str(demo.CALM_FEED),
+        "EXCHANGE_FEED_SPEED": "1.0",
+        "EXCHANGE_FEED_LOOP": "1",
+    }
+    crash = demo.sandbox_env(demo.CRASH_FEEDS["25%"].path, 20.0)
+    assert crash["EXCHANGE_FEED_LOOP"] == "0" and crash["EXCHANGE_FEED_SPEED"] == "20.0"
