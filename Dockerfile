@@ -25,6 +25,9 @@ COPY --from=build /wheels /wheels
 COPY requirements.lock /wheels/requirements.lock
 # the sandbox's market: its config and price paths (docker-compose.yml points the service at them)
 COPY feeds /opt/exchange/feeds
+# the dashboard and the offline /docs assets (api/static.py finds them through EXCHANGE_WEB_DIR)
+COPY web /opt/exchange/web
+ENV EXCHANGE_WEB_DIR=/opt/exchange/web
 # --no-index: only the wheels built above, so a dependency missing from the lock fails the
 # build instead of being fetched at whatever version is newest.
 RUN pip install --no-cache-dir --no-index --find-links=/wheels -r /wheels/requirements.lock perp-exchange \

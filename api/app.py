@@ -18,6 +18,7 @@ from api.fastpath import OrderEntryFastPath
 from api.guard import AbuseGuard
 from api.middleware import BodyLimitMiddleware
 from api.routes import account, admin, events, market, orders, system, whatif, ws
+from api.static import install as install_static
 from service.runtime import Services
 from service.settings import Settings
 
@@ -70,6 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # We export our own Prometheus metrics; FastAPI's OpenTelemetry hooks would cost an
         # environment lookup per request for nothing.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # /docs and /redoc on vendored assets, and the dashboard at / (api/static.py)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.max_body_bytes = settings.max_body_bytes
     install_error_handlers(app)
@@ -82,4 +86,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(whatif.router)
     app.include_router(ws.router)
+    install_static(app)
     return app

@@ -134,6 +134,9 @@ def test_compose_when_read_runs_the_market_on_the_shipped_feed_like_make_sandbox
     assert env["EXCHANGE_FEED_LOOP"] == "1"
     # the image holds what those paths name
     assert re.search(r"^COPY feeds /opt/exchange/feeds$", _dockerfile(), re.M)
+    # and the dashboard: an installed wheel has no web/ beside the api package
+    assert re.search(r"^COPY web /opt/exchange/web$", _dockerfile(), re.M)
+    assert "ENV EXCHANGE_WEB_DIR=/opt/exchange/web" in _dockerfile()
     for name in ("sandbox.toml", "calm.csv", "crash25.csv", "flash10.csv"):
         assert (ROOT / "feeds" / name).is_file(), name
     demo = services["demo"]["command"]
