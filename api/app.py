@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from api.binance import install as install_binance
 from api.errors import install_error_handlers
 from api.fastpath import OrderEntryFastPath
 from api.guard import AbuseGuard
@@ -86,5 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(whatif.router)
     app.include_router(ws.router)
+    install_binance(app)  # /fapi, /sapi and their streams (api/binance/)
     install_static(app)
     return app

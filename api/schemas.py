@@ -727,11 +727,17 @@ class EngineStateOut(BaseModel):
 
 class CreatedAccountOut(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"account_id": 3, "api_key": "q2p0Yg...shown once"}]}
+        json_schema_extra={
+            "examples": [{"account_id": 3, "api_key": "q2p0Yg...shown once", "api_secret": "9f86d081884c7d65..."}]
+        }
     )
 
     account_id: int
     api_key: str = Field(description="shown once; only its sha256 is kept")
+    api_secret: str = Field(
+        description="HMAC-SHA256 secret for signing /fapi requests (docs/binance.md); derived from "
+        "the key, so an operator can get it again: GET /v1/admin/accounts/{id}/api-secret"
+    )
 
 
 class LiquidationOut(BaseModel):

@@ -89,7 +89,9 @@ async def create_account(
         raise err
     account_id = events[0].account_id
     services.keys.add(key_hash, account_id)
-    return json_response({"account_id": account_id, "api_key": api_key})
+    # api_secret: signs /fapi requests (derived from the key, service/keys.py; api/binance/)
+    api_secret = services.keys.api_secret(key_hash)
+    return json_response({"account_id": account_id, "api_key": api_key, "api_secret": api_secret})
 
 
 @router.post(

@@ -1,0 +1,248 @@
+"""Binance USDⓈ-M shapes of engine state: symbols, orders, trades, positions, balances.
+
+Everything here reads engine state between two commands (or engine events) and renders it
+the way Binance's documented responses do: decimal strings, times in milliseconds, enum
+values in upper case. Nothing here changes state.
+
+Symbols: an engine symbol `BASE-PERP` is `BASEUSD` here (`BTC-PERP` <-> `BTCUSD`), with base
+asset BASE and quote and margin asset `USD`; other engine names lose their dashes and get
+`USD` appended. The mapping is built once from the engine's instruments.
+
+Orders: engine statuses map to Binance's (`new` NEW, `partially_filled` PARTIALLY_FILLED,
+`filled` FILLED; `canceled` is EXPIRED for an IOC / FOK / market order whose rest the engine
+canceled, CANCELED otherwise). Post-only GTC orders show `timeInForce` GTX. Engine STP modes
+show as EXPIRE_TAKER / EXPIRE_MAKER / EXPIRE_BOTH. Orders placed without a client order id
+show `clientOrderId` "".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from engine.accounts import Fill
+from engine.book import Order
+from engine.engine import Engine
+from engine.instruments import Instrument
+from engine.risk import (
+    available_atoms,
+    equity_atoms,
+    initial_margin_atoms,
+    leverage_of,
+    liquidation_price_frac,
+    maintenance_atoms,
+    worst_case_lots,
+)
+from engine.units import E8, div_ceil, div_half_even, e8_to_str
+
+ASSET = "USD"
+NS_PER_MS = 1_000_000
+
+STATUS = {"new": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED"}
+STP_OUT = {"cancel_taker": "EXPIRE_TAKER", "cancel_maker": "EXPIRE_MAKER", "cancel_both": "EXPIRE_BOTH"}
+STP_IN = {
+    "NONE": "cancel_taker",  # the engine never lets an order trade with its own account
+    "EXPIRE_TAKER": "cancel_taker",
+    "EXPIRE_MAKER": "cancel_maker",
+    "EXPIRE_BOTH": "cancel_both",
+}
+
+
+def now_ms() -> int:
+    return time.time_ns() // NS_PER_MS
+
+
+def ms(ts_ns: int) -> int:
+    return ts_ns // NS_PER_MS
+
+
+def binance_symbol(engine_symbol: str) -> str:
+    """`BTC-PERP` -> `BTCUSD` (see the module docstring)."""
+    base = engine_symbol[: -len("-PERP")] if engine_symbol.endswith("-PERP") else engine_symbol
+    return base.replace("-", "").upper() + ASSET
+
+
+class Venue:
+    """The symbol map of one engine and the renderers that need it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.to_engine: dict[str, str] = {}
+        self.to_binance: dict[str, str] = {}
+        self.base: dict[str, str] = {}
+        for symbol in engine.symbols:
+            name = binance_symbol(symbol)
+            self.to_engine[name] = symbol
+            self.to_binance[symbol] = name
+            self.base[symbol] = name[: -len(ASSET)]
+
+    # -- numbers -----------------------------------------------------------------------------
+
+    def price(self, inst: Instrument, ticks: int | None) -> str:
+        return "0" if ticks is None else e8_to_str(ticks * inst.tick_size_e8)
+
+    def qty(self, inst: Instrument, lots: int) -> str:
+        return e8_to_str(lots * inst.lot_size_e8)
+
+    # -- orders ------------------------------------------------------------------------------
+
+    def order_status(self, order: Order) -> str:
+        status = STATUS.get(order.status)
+        if status is not None:
+            return status
+        if order.order_type == "market" or order.time_in_force != "GTC":
+            return "EXPIRED"
+        return "CANCELED"
+
+    def order(self, order: Order, cum_qty: bool = False, with_time: bool = True) -> dict[str, Any]:
+        """An order as `GET /fapi/v1/order` shows it (`cum_qty`: the new/cancel answer's `cumQty`)."""
+        inst = self.engine.instruments[order.symbol]
+        filled = order.filled_lots
+        avg = "0"
+        if filled:
+            avg = e8_to_str(div_half_even(order.filled_value_ticks * inst.tick_size_e8, filled))
+        order_type = "MARKET" if order.order_type == "market" else "LIMIT"
+        ts = ms(order.ts_ns)
+        out: dict[str, Any] = {
+            "orderId": order.order_id,
+            "symbol": self.to_binance[order.symbol],
+            "status": self.order_status(order),
+            "clientOrderId": order.client_order_id or "",
+            "price": self.price(inst, order.price_ticks),
+            "avgPrice": avg,
+            "origQty": self.qty(inst, order.qty_lots),
+            "executedQty": self.qty(inst, filled),
+        }
+        if cum_qty:
+            out["cumQty"] = out["executedQty"]
+        out.update(
+            {
+                "cumQuote": e8_to_str(order.filled_value_ticks * inst.atoms_per_lot_tick),
+                "timeInForce": "GTX" if order.post_only else order.time_in_force,
+                "type": order_type,
+                "reduceOnly": order.reduce_only,
+                "closePosition": False,
+                "side": order.side.upper(),
+                "positionSide": "BOTH",
+                "stopPrice": "0",
+                "workingType": "CONTRACT_PRICE",
+                "priceProtect": False,
+                "origType": order_type,
+                "priceMatch": "NONE",
+                "selfTradePreventionMode": STP_OUT.get(order.stp, "NONE"),
+                "goodTillDate": 0,
+            }
+        )
+        if with_time:
+            out["time"] = ts
+        out["updateTime"] = ts
+        return out
+
+    # -- trades ------------------------------------------------------------------------------
+
+    def user_trade(self, fill: Fill) -> dict[str, Any]:
+        """One of the account's fills as `GET /fapi/v1/userTrades` shows it.
+
+        Book trades keep their trade and order ids. Liquidation takeovers and ADL closes have
+        neither in the engine: both show the fill's time in microseconds as `id` and
+        `orderId` (the WebSocket shows the event's seq instead, see streams.py)."""
+        inst = self.engine.instruments[fill.symbol]
+        book = fill.liquidity in ("maker", "taker")
+        price_e8 = fill.price * inst.tick_size_e8 if book else fill.price
+        qty_e8 = fill.qty_lots * inst.lot_size_e8
+        synthetic = fill.ts_ns // 1000
+        return {
+            "buyer": fill.side == "buy",
+            "commission": e8_to_str(fill.fee_atoms),
+            "commissionAsset": ASSET,
+            "id": fill.trade_id if fill.trade_id is not None else synthetic,
+            "maker": fill.liquidity == "maker",
+            "orderId": fill.order_id if fill.order_id is not None else synthetic,
+            "price": e8_to_str(price_e8),
+            "qty": e8_to_str(qty_e8),
+            "quoteQty": e8_to_str(div_half_even(price_e8 * qty_e8, E8)),
+            "realizedPnl": e8_to_str(fill.realized_atoms),
+            "side": fill.side.upper(),
+            "positionSide": "BOTH",
+            "symbol": self.to_binance[fill.symbol],
+            "time": ms(fill.ts_ns),
+        }
+
+    # -- account -----------------------------------------------------------------------------
+
+    def position_rows(self, account_id: int, symbols: Iterable[str]) -> list[dict[str, Any]]:
+        """Margin numbers per symbol (engine units), for the account and position routes."""
+        engine = self.engine
+        acct = engine.accounts[account_id]
+        rows = []
+        for symbol in symbols:
+            inst = engine.instruments[symbol]
+            mark = engine.marks.get(symbol)
+            pos = acct.positions.get(symbol)
+            size = pos.size_lots if pos is not None else 0
+            entry_value = pos.entry_value_atoms if pos is not None else 0
+            lev = leverage_of(acct, inst)
+            b, s = acct.open_lots(symbol)
+            k = inst.atoms_per_lot_tick
+            m = mark or 0
+            notional = size * m * k
+            pos_im = div_ceil(abs(size) * m * k, lev)
+            total_im = div_ceil(worst_case_lots(size, b, s) * m * k, lev)
+            liq = None
+            if size and mark is not None:
+                frac = liquidation_price_frac(acct, symbol, engine.instruments, engine.marks)
+                if frac is not None:
+                    liq = div_half_even(frac[0] * inst.tick_size_e8, frac[1])
+            rows.append(
+                {
+                    "symbol": symbol,
+                    "inst": inst,
+                    "size": size,
+                    "entry_value": entry_value,
+                    "entry_e8": div_half_even(entry_value * E8, size * inst.lot_size_e8) if size else 0,
+                    "mark": mark,
+                    "upnl": notional - entry_value if size else 0,
+                    "notional": notional,
+                    "leverage": lev,
+                    "pos_im": pos_im,
+                    "order_im": total_im - pos_im,
+                    "maint": inst.maintenance_atoms(notional),
+                    "liq_e8": liq,
+                    "bid_notional": b * m * k,
+                    "ask_notional": s * m * k,
+                    "max_notional": inst.tiers[-1].max_notional_atoms,
+                }
+            )
+        return rows
+
+    def totals(self, account_id: int) -> dict[str, int]:
+        """Account totals (engine units): wallet, upnl, equity, margins, available."""
+        engine = self.engine
+        acct = engine.accounts[account_id]
+        ins, marks = engine.instruments, engine.marks
+        equity = equity_atoms(acct, ins, marks)
+        available = available_atoms(acct, ins, marks)
+        pos_im = 0
+        for symbol, pos in acct.positions.items():
+            inst = ins[symbol]
+            pos_im += div_ceil(abs(pos.size_lots) * marks[symbol] * inst.atoms_per_lot_tick, leverage_of(acct, inst))
+        initial = equity - available  # IM + open loss: what availableBalance is net of
+        return {
+            "wallet": acct.wallet_atoms,
+            "upnl": equity - acct.wallet_atoms,
+            "equity": equity,
+            "maint": maintenance_atoms(acct, ins, marks),
+            "initial": initial,
+            "engine_im": initial_margin_atoms(acct, ins, marks),
+            "pos_im": pos_im,
+            "order_im": initial - pos_im,
+            "available": available,
+            "max_withdraw": max(0, min(available, acct.wallet_atoms)),
+        }
+
+    def update_time(self, account_id: int) -> int:
+        """A non-zero `updateTime` for the account's asset row (its last fill, else now):
+        ccxt drops asset rows whose updateTime is 0."""
+        fills = self.engine.accounts[account_id].fills
+        return ms(fills[-1][1]) if fills else now_ms()  # Fill.ts_ns
