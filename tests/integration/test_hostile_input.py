@@ -260,7 +260,7 @@ def test_admin_create_account_when_body_hostile_answers_400_and_creates_nothing(
     assert_error(r, 400, error)
     assert api.admin("GET", "/v1/admin/engine").json()["seq"] == seq  # no account_created
     ok = api.admin("POST", "/v1/admin/accounts", json={})  # no body, or `{}`, is fine
-    assert ok.status_code == 200 and set(ok.json()) == {"account_id", "api_key"}, ok.text
+    assert ok.status_code == 200 and set(ok.json()) == {"account_id", "api_key", "api_secret"}, ok.text
 
 
 def test_place_order_when_json_number_given_reads_shortest_decimal(api: Api, trader: str) -> None:
