@@ -81,8 +81,9 @@ class Order:
         self.client_order_id = client_order_id
         self.status = "new"
         self.ts_ns = ts_ns
-        # (trade_id, price_ticks, qty_lots, fee_atoms, liquidity)
-        self.fills: list[tuple[int, int, int, int, str]] = []
+        # (trade_id, price_ticks, qty_lots, fee_atoms, liquidity); () until the first fill, so
+        # that the many orders that rest and go unfilled allocate no list (nor GC-tracked object)
+        self.fills: list[tuple[int, int, int, int, str]] | tuple[()] = ()
 
 
 class Level:
@@ -178,6 +179,28 @@ class OrderBook:
         key = -order.price_ticks if order.is_buy else order.price_ticks  # type: ignore[operator]
         side[key].total_lots -= lots
         order.remaining_lots -= lots
+
+    def best_maker(self, is_buy_taker: bool, limit_ticks: int) -> Order | None:
+        """The first order of the best opposite level if it crosses `limit_ticks`, else None:
+        the next maker a taker meets in price-time priority (matching.py loops on it)."""
+        side = self.asks if is_buy_taker else self.bids
+        if not side:
+            return None
+        level = side.peekitem(0)[1]
+        price = level.price_ticks
+        if (price > limit_ticks) if is_buy_taker else (price < limit_ticks):
+            return None
+        return next(iter(level.orders.values()))  # type: ignore[no-any-return]
+
+    def take(self, maker: Order, qty_lots: int) -> bool:
+        """A fill of `qty_lots` against a resting maker: it leaves the book with its remaining
+        quantity set to 0 when filled whole (True), or is reduced in place (False)."""
+        if qty_lots == maker.remaining_lots:
+            self.remove(maker)
+            maker.remaining_lots = 0
+            return True
+        self.reduce(maker, qty_lots)
+        return False
 
     def best_level(self, is_buy_taker: bool) -> Level | None:
         """The best opposite level for a taker on the given side."""

@@ -3,7 +3,8 @@ did not take is closed against counterparties at the bankruptcy price.
 
 The counterparties come from the side's ADL line (adl.AdlRanking) and the symbol's policy:
 `queue` takes whole positions from the top, `pro_rata` spreads the lots over the profitable
-ones (adl.allocate_*). The fund's entry value is split over them by quantity, cumulatively
+ones (adl.allocate_* state the rules; the line's take_* apply them visiting only the
+positions that receive lots, so a cascade costs what it touches, not the size of the side). The fund's entry value is split over them by quantity, cumulatively
 (adl.split_value), so the fund closes flat to the atom. The bad-debt guard: a counterparty
 that closing at the bankruptcy price would leave below zero equity is closed so that its
 equity ends at exactly 0 (at the mark when it is already <= 0); the fund pays the
@@ -15,12 +16,15 @@ from __future__ import annotations
 
 from engine import commands as c
 from engine import events as ev
-from engine.accounts import Account, Fill
-from engine.adl import allocate_pro_rata, allocate_queue, split_value
+from engine.accounts import Fill
+from engine.adl import Alloc, split_value
 from engine.errors import InvariantViolation
+from engine.instruments import Instrument
 from engine.risk import equity_atoms, settle_fill
 from engine.state import ExchangeState
 from engine.units import div_half_even
+
+_tuple_new = tuple.__new__
 
 
 def deleverage(st: ExchangeState, liquidated_id: int, symbol: str, bv: int, original_size: int) -> tuple[int, int]:
@@ -31,23 +35,7 @@ def deleverage(st: ExchangeState, liquidated_id: int, symbol: str, bv: int, orig
     q_r, ev_r = pos.size_lots, pos.entry_value_atoms
     inst = st.instruments[symbol]
     mark = st.marks[symbol]
-    ranking = st.adl_ranking(symbol, -1 if q_r > 0 else 1)
-    accounts = st.accounts
-    if st.adl_policy[symbol] == c.ADL_PRO_RATA:
-        ranked_ids = ranking.ordered_ids()
-        rank_of = {aid: i + 1 for i, aid in enumerate(ranked_ids)}
-        rows = []
-        for aid in ranked_ids:
-            p = accounts[aid].positions[symbol]
-            profitable = p.size_lots * mark * inst.atoms_per_lot_tick - p.entry_value_atoms > 0
-            rows.append((aid, abs(p.size_lots), profitable))
-        alloc = allocate_pro_rata(rows, abs(q_r))
-    else:
-        # lazily: the walk stops as soon as the remainder is covered (a crash liquidates
-        # many accounts against the same long line)
-        line = ((key[-1], abs(accounts[key[-1]].positions[symbol].size_lots)) for key in ranking.entries)
-        alloc = allocate_queue(line, abs(q_r))
-        rank_of = {aid: i + 1 for i, (aid, _) in enumerate(alloc)}  # the queue takes a prefix
+    alloc, rank_of = allocate(st, symbol, -1 if q_r > 0 else 1, abs(q_r))
     if sum(lots for _, lots in alloc) != abs(q_r):
         raise InvariantViolation(f"ADL could not cover {q_r} lots in {symbol}")
     # Value per side, signed like a price: negative when a short was taken over at a negative
@@ -56,43 +44,53 @@ def deleverage(st: ExchangeState, liquidated_id: int, symbol: str, bv: int, orig
     price_e8 = div_half_even(bv * 100_000_000, original_size * inst.lot_size_e8)
     k = inst.atoms_per_lot_tick
     guard_cost = 0  # what the bad-debt guard (§5 step 5) costs the fund, net
+    # the hot loop of a cascade: lookups hoisted, events built in place (as matching._fill)
+    accounts, holders, fills_side = st.accounts, st.holders[symbol], c.BUY if q_r > 0 else c.SELL
+    dirty, touched, out, ts = st.dirty, st.rank_touched, st.out, st.ts
+    policy = st.adl_policy[symbol]
+    cp_buys = q_r > 0
     for (aid, lots), share in zip(alloc, shares, strict=True):
-        cp = st.accounts[aid]
-        for order in [o for o in cp.open_orders.values() if o.symbol == symbol]:
-            st.cancel_resting(order, "adl")
-        cp_side = "long" if cp.positions[symbol].size_lots > 0 else "short"
-        value, fill_price_e8 = _adl_fill_value(st, cp, symbol, q_r > 0, lots, share, mark * k * lots)
+        cp = accounts[aid]
+        if cp.open_orders:
+            for order in [o for o in cp.open_orders.values() if o.symbol == symbol]:
+                st.cancel_resting(order, "adl")
+        positions = cp.positions
+        cp_pos = positions[symbol]
+        cp_side = "long" if cp_pos.size_lots > 0 else "short"
+        at_mark = lots * mark * k
+        if len(positions) == 1:
+            equity = cp.wallet_atoms + cp_pos.size_lots * mark * k - cp_pos.entry_value_atoms
+        else:
+            equity = equity_atoms(cp, st.instruments, st.marks)
+        value, fill_price_e8 = _adl_fill_value(inst, equity, cp_buys, lots, share, at_mark)
         if value == share:
             fill_price_e8 = price_e8
         # The counterparty closes at `value`: a short buys back (pays it), a long sells
         # (receives it). Its haircut is what that costs it against closing at the mark.
-        haircut = value - lots * mark * k if q_r > 0 else lots * mark * k - value
+        haircut = value - at_mark if cp_buys else at_mark - value
         # the fund receives (q_r > 0) or pays (q_r < 0) `value` for lots it holds at `share`
-        guard_cost += share - value if q_r > 0 else value - share
-        realized = settle_fill(cp, symbol, lots if q_r > 0 else -lots, value)
-        cp.fills.append(Fill(None, st.ts, symbol, None, c.BUY if q_r > 0 else c.SELL, fill_price_e8, lots, 0,
-                             "adl", realized))
-        st.holders_update(cp, symbol)
-        st.touch(aid)
+        guard_cost += share - value if cp_buys else value - share
+        realized = settle_fill(cp, symbol, lots if cp_buys else -lots, value)
+        cp.fills.append(_tuple_new(Fill, (None, ts, symbol, None, fills_side, fill_price_e8, lots, 0, "adl", realized)))
+        left = positions.get(symbol)
+        if left is None:
+            holders.discard(aid)
+        dirty.add(aid)
+        touched.add(aid)
         # the fund hands over exactly `share` of entry: it closes flat
-        pos.size_lots -= lots if q_r > 0 else -lots
-        pos.entry_value_atoms -= share if q_r > 0 else -share
-        st.emit(
-            ev.PositionDeleveraged,
-            symbol,
-            liquidated_id,
-            aid,
-            cp_side,
-            lots,
-            fill_price_e8,
-            value,
-            realized,
-            cp.size(symbol),
-            rank_of[aid],
-            st.adl_policy[symbol],
-            haircut,
-        )
-        st.emit_position(cp, symbol, realized, "adl")
+        pos.size_lots -= lots if cp_buys else -lots
+        pos.entry_value_atoms -= share if cp_buys else -share
+        seq = st.seq
+        size_left = left.size_lots if left is not None else 0
+        out.append(_tuple_new(ev.PositionDeleveraged, (
+            seq + 1, ts, symbol, liquidated_id, aid, cp_side, lots, fill_price_e8, value, realized, size_left,
+            rank_of[aid], policy, haircut,
+        )))
+        out.append(_tuple_new(ev.PositionChanged, (
+            seq + 2, ts, aid, symbol, size_left, left.entry_value_atoms if left is not None else 0, realized,
+            cp.wallet_atoms, "adl",
+        )))
+        st.seq = seq + 2
     if pos.size_lots != 0 or pos.entry_value_atoms != 0:
         raise InvariantViolation("fund position not closed flat by ADL")
     del fund.positions[symbol]
@@ -100,17 +98,25 @@ def deleverage(st: ExchangeState, liquidated_id: int, symbol: str, bv: int, orig
     return st.fund_pays(guard_cost, "adl", liquidated_id, symbol)
 
 
-def _adl_fill_value(
-    st: ExchangeState, cp: Account, symbol: str, cp_buys: bool, lots: int, share: int, at_mark: int
-) -> tuple[int, int]:
+def allocate(st: ExchangeState, symbol: str, side: int, lots: int) -> Alloc:
+    """The counterparties on `side` of `symbol` that close `lots` under the symbol's policy,
+    [(account_id, lots)] in line order, and their 1-based ranks in the line. Only the
+    positions that receive lots are visited (adl.AdlRanking.take_*)."""
+    line = st.adl_ranking(symbol, side)
+    if st.adl_policy[symbol] == c.ADL_PRO_RATA:
+        return line.take_pro_rata(lots)
+    return line.take_queue(lots)
+
+
+def _adl_fill_value(inst: Instrument, equity: int, cp_buys: bool, lots: int, share: int, at_mark: int) -> tuple[int, int]:
     """§5 step 5: the value a counterparty's ADL fill settles at, and its price in e8.
 
-    Normally its `share` of the bankruptcy value. If closing there would leave it below zero
-    equity, the fill is valued so that its equity becomes exactly 0; if its equity is
-    already <= 0, at the mark (ADL never lowers it further). Closing at the mark leaves
-    equity unchanged, so the equity after closing at value V is `equity - haircut(V)`.
+    Normally its `share` of the bankruptcy value (the price is then the caller's). If closing
+    there would leave it below zero equity, the fill is valued so that its equity becomes
+    exactly 0; if its `equity` is already <= 0, at the mark (ADL never lowers it further).
+    Closing at the mark leaves equity unchanged, so the equity after closing at value V is
+    `equity - haircut(V)`.
     """
-    equity = equity_atoms(cp, st.instruments, st.marks)
     if equity <= 0:
         value = at_mark
     else:
@@ -118,5 +124,4 @@ def _adl_fill_value(
         if haircut <= equity:
             return share, 0
         value = at_mark + equity if cp_buys else at_mark - equity
-    inst = st.instruments[symbol]
     return value, div_half_even(value * 100_000_000, lots * inst.lot_size_e8)

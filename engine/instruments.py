@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.units import E8, ppm_of_ceil
+from engine.units import E8, PPM
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +90,13 @@ class Instrument:
 
     def maintenance_atoms(self, notional_atoms: int) -> int:
         """`MM = |N| * rate - amount`, rounded up (owed by the trader)."""
-        n = abs(notional_atoms)
+        n = notional_atoms if notional_atoms >= 0 else -notional_atoms
         if n == 0:
             return 0
-        tier = self.tier_for(n)
-        return ppm_of_ceil(n, tier.maintenance_ppm) - tier.maintenance_amount_atoms
+        for tier in self.tiers:  # tier_for and ppm_of_ceil, inline: this runs per margin check
+            if n <= tier.max_notional_atoms:
+                break
+        return -((-n * tier.maintenance_ppm) // PPM) - tier.maintenance_amount_atoms  # ppm_of_ceil
 
     def max_leverage_for(self, notional_atoms: int) -> int:
         """Highest leverage allowed for a position of this notional."""

@@ -26,6 +26,8 @@ from engine.risk import equity_atoms, maintenance_atoms
 from engine.state import ExchangeState
 from engine.units import PPM, div_ceil, div_floor, div_half_even, div_trunc
 
+_tuple_new = tuple.__new__
+
 
 def run_liquidations(st: ExchangeState) -> None:
     """Liquidate every account below maintenance, lowest equity/MM first, until none is."""
@@ -41,28 +43,47 @@ def run_liquidations(st: ExchangeState) -> None:
         candidates |= st.liq_index.candidates(sym, st.marks[sym])
     st.moved.clear()
     while candidates:
-        below: list[tuple[Fraction, int]] = []
-        for aid in sorted(candidates):  # by id: flat debts are covered in that order
+        below: list[tuple[int, int, int]] = []  # (equity, maintenance, account id)
+        accounts, instruments, marks, stale = st.accounts, st.instruments, st.marks, st.index_stale
+        for aid in sorted(candidates) if len(candidates) > 1 else candidates:  # by id: flat debts are covered in that order
             if aid == INSURANCE_FUND_ID:
                 continue
-            acct = st.accounts[aid]
-            st.index_stale.add(aid)
-            if not acct.positions:
+            acct = accounts[aid]
+            stale.add(aid)
+            positions = acct.positions
+            if not positions:
                 if acct.wallet_atoms < 0:
                     _cover_negative_balance(st, acct)
                 continue
-            eq = equity_atoms(acct, st.instruments, st.marks)
-            mm = maintenance_atoms(acct, st.instruments, st.marks)
+            if len(positions) == 1:  # risk.equity_atoms / maintenance_atoms, inline
+                for sym, pos in positions.items():
+                    inst = instruments[sym]
+                    notional = pos.size_lots * marks[sym] * inst.atoms_per_lot_tick
+                    eq = acct.wallet_atoms + notional - pos.entry_value_atoms
+                    mm = inst.maintenance_atoms(notional)
+            else:
+                eq = equity_atoms(acct, instruments, marks)
+                mm = maintenance_atoms(acct, instruments, marks)
             if eq < mm:
-                below.append((Fraction(eq, mm), aid))
+                below.append((eq, mm, aid))
         if not below:
             break
-        below.sort()
-        for _, aid in below:
+        for aid in _lowest_ratio_first(below):
             _maybe_liquidate(st, st.accounts[aid])
         candidates = st.dirty
         st.dirty = set()
     st.dirty.clear()
+
+
+def _lowest_ratio_first(below: list[tuple[int, int, int]]) -> list[int]:
+    """Account ids by equity / maintenance ascending, exactly, ties by id.
+
+    The key floor(eq * 2**256 / mm) is exact while every mm < 2**128: two different ratios
+    then differ by at least 1/(mm1 * mm2) > 2**-256, so their keys differ, and equal ratios
+    have equal keys. Larger margins (not met in practice) are compared as fractions."""
+    if all(mm.bit_length() <= 128 for _, mm, _ in below):
+        return [aid for _, aid in sorted(((eq << 256) // mm, aid) for eq, mm, aid in below)]
+    return [aid for _, aid in sorted((Fraction(eq, mm), aid) for eq, mm, aid in below)]
 
 
 def _cover_negative_balance(st: ExchangeState, acct: Account) -> None:
@@ -83,11 +104,12 @@ def _maybe_liquidate(st: ExchangeState, acct: Account) -> None:
     mm = maintenance_atoms(acct, st.instruments, st.marks)
     if not acct.positions or eq >= mm:
         return
-    for order in list(acct.open_orders.values()):
-        st.cancel_resting(order, "liquidation")
-    eq = equity_atoms(acct, st.instruments, st.marks)
-    if eq >= maintenance_atoms(acct, st.instruments, st.marks):
-        return
+    if acct.open_orders:  # canceling can only change margin when there was something to cancel
+        for order in list(acct.open_orders.values()):
+            st.cancel_resting(order, "liquidation")
+        eq = equity_atoms(acct, st.instruments, st.marks)
+        if eq >= maintenance_atoms(acct, st.instruments, st.marks):
+            return
     fund = st.insurance_fund
     # Take over every position at its bankruptcy value: the shares of E follow MM_p.
     symbols = sorted(acct.positions)
@@ -107,11 +129,11 @@ def _maybe_liquidate(st: ExchangeState, acct: Account) -> None:
         bv = inst.notional_atoms(pos.size_lots, st.marks[s]) - shares[s]
         realized = bv - pos.entry_value_atoms
         acct.wallet_atoms += realized
-        acct.fills.append(Fill(
+        acct.fills.append(_tuple_new(Fill, (
             None, st.ts, s, None, c.SELL if pos.size_lots > 0 else c.BUY,
             div_half_even(bv * 100_000_000, pos.size_lots * inst.lot_size_e8), abs(pos.size_lots), 0,
             "liquidation", realized,
-        ))
+        )))
         st.holders_update(acct, s)
         if s in fund.positions:
             raise InvariantViolation("insurance fund already holds a position")

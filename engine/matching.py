@@ -69,13 +69,13 @@ def _fok_fillable(st: ExchangeState, order: Order, book: OrderBook, limit_ticks:
 def _match(st: ExchangeState, taker: Order, acct: Account, book: OrderBook, limit_ticks: int) -> str | None:
     """Fill `taker` against the book up to `limit_ticks`; return a stop reason or None."""
     is_buy = taker.is_buy
-    opposite = book.asks if is_buy else book.bids
-    while taker.remaining_lots > 0 and opposite:
-        _key, level = opposite.peekitem(0)
-        price = level.price_ticks
-        if (is_buy and price > limit_ticks) or (not is_buy and price < limit_ticks):
+    best_maker = book.best_maker
+    while taker.remaining_lots > 0:
+        maker = best_maker(is_buy, limit_ticks)
+        if maker is None:
             return None
-        maker = next(iter(level.orders.values()))
+        price = maker.price_ticks
+        assert price is not None  # only limit orders rest
         if maker.account_id == taker.account_id:
             mode = taker.stp
             if mode == c.STP_CANCEL_TAKER:
@@ -110,14 +110,11 @@ def _fill(st: ExchangeState, taker: Order, tacct: Account, maker: Order, book: O
     macct = st.accounts[maker_aid]
     maker_fee = -((-notional * inst.maker_fee_ppm) // PPM)
     taker_fee = 0 if taker_aid == INSURANCE_FUND_ID else -((-notional * inst.taker_fee_ppm) // PPM)
-    if qty == maker.remaining_lots:
-        book.remove(maker)
-        maker.remaining_lots = 0
+    if book.take(maker, qty):
         maker.status = "filled"
         del macct.open_orders[maker.order_id]
         st.close_order(macct, maker)
     else:
-        book.reduce(maker, qty)
         maker.status = "partially_filled"
     macct.track_open(maker, -qty)
     taker.remaining_lots -= qty
@@ -126,10 +123,16 @@ def _fill(st: ExchangeState, taker: Order, tacct: Account, maker: Order, book: O
     value_ticks = qty * price
     maker.filled_lots += qty
     maker.filled_value_ticks += value_ticks
-    maker.fills.append((trade_id, price, qty, maker_fee, "maker"))
+    if maker.fills:
+        maker.fills.append((trade_id, price, qty, maker_fee, "maker"))
+    else:
+        maker.fills = [(trade_id, price, qty, maker_fee, "maker")]
     taker.filled_lots += qty
     taker.filled_value_ticks += value_ticks
-    taker.fills.append((trade_id, price, qty, taker_fee, "taker"))
+    if taker.fills:
+        taker.fills.append((trade_id, price, qty, taker_fee, "taker"))
+    else:
+        taker.fills = [(trade_id, price, qty, taker_fee, "taker")]
     mpos = macct.positions.get(symbol)
     tpos = tacct.positions.get(symbol)
     m_before = mpos.size_lots if mpos is not None else 0

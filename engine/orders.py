@@ -21,12 +21,17 @@ from engine.state import ExchangeState
 from engine.units import PPM, div_ceil, div_floor, e8_to_str
 
 MAX_CLIENT_ORDER_ID_LEN = 64
+_tuple_new = tuple.__new__
 
 
 def _validate_place(st: ExchangeState, cmd: c.PlaceOrder) -> tuple[Account, Instrument, int, int]:
     """Stateless and stateful checks; returns (account, instrument, mark, qty_lots)."""
-    acct = st.account(cmd.account_id)
-    inst = st.instrument(cmd.symbol)
+    acct = st.accounts.get(cmd.account_id)  # st.account / st.instrument, inline
+    if acct is None or not cmd.account_id:
+        acct = st.account(cmd.account_id)
+    inst = st.instruments.get(cmd.symbol)
+    if inst is None:
+        inst = st.instrument(cmd.symbol)
     if cmd.side not in c.SIDES:
         raise Rejected(Reject.INVALID_SIDE, "side must be buy or sell")
     if cmd.order_type not in c.ORDER_TYPES:
@@ -52,7 +57,9 @@ def _validate_place(st: ExchangeState, cmd: c.PlaceOrder) -> tuple[Account, Inst
     coid = cmd.client_order_id
     if coid is not None and (not coid or len(coid) > MAX_CLIENT_ORDER_ID_LEN or not coid.isprintable()):
         raise Rejected(Reject.INVALID_CLIENT_ORDER_ID, "client_order_id must be 1..64 printable chars")
-    mark = st.mark(cmd.symbol)
+    mark = st.marks.get(cmd.symbol)
+    if mark is None:
+        mark = st.mark(cmd.symbol)
     if coid is not None and coid in acct.client_order_ids:
         original = acct.client_order_ids[coid]
         raise Rejected(
@@ -208,21 +215,12 @@ def place(st: ExchangeState, cmd: c.PlaceOrder) -> None:
     st.next_order_id += 1
     if cmd.client_order_id is not None:
         acct.client_order_ids[cmd.client_order_id] = order.order_id
-    st.emit(
-        ev.OrderAccepted,
-        acct.account_id,
-        order.order_id,
-        order.client_order_id,
-        order.symbol,
-        order.side,
-        order.order_type,
-        order.price_ticks,
-        order.qty_lots,
-        order.time_in_force,
-        order.post_only,
-        order.reduce_only,
-        order.stp,
-    )
+    st.seq = seq = st.seq + 1  # st.emit, inline
+    st.out.append(_tuple_new(ev.OrderAccepted, (
+        seq, st.ts, acct.account_id, order.order_id, order.client_order_id, order.symbol, order.side,
+        order.order_type, order.price_ticks, order.qty_lots, order.time_in_force, order.post_only,
+        order.reduce_only, order.stp,
+    )))
     matching.execute(st, order, acct, limit)
 
 

@@ -90,6 +90,21 @@ class ExchangeState:
         self.moved: list[str] = []
         self.index_stale: set[int] = set()
 
+    # == pickling (snapshots) ===============================================================
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The state without the ADL lines: derived, rebuilt on first use (smaller snapshots)."""
+        state = self.__dict__.copy()
+        state["rankings"] = {}
+        state["rank_touched"] = set()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore; ADL lines pickled by an older version (other key layout) are dropped."""
+        self.__dict__.update(state)
+        self.rankings = {}
+        self.rank_touched = set()
+
     # == lookups that refuse the command ==================================================
 
     def account(self, account_id: int) -> Account:

@@ -42,6 +42,7 @@ COMMAND_TYPES: dict[str, type] = {
     )
 }
 _FIELDS = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in COMMAND_TYPES.items()}
+_COUNT = {name: len(fields) for name, fields in _FIELDS.items()}
 
 _DIGITS_PER_CHUNK = 4000  # below CPython's default int/str conversion limit (4300 digits)
 
@@ -86,6 +87,8 @@ def decode_command(data: bytes) -> Any:
     else:
         if any(type(v) is float for v in parsed):  # orjson reads big ints as floats: be exact
             parsed = loads_exact(data)
-    name, *values = parsed
-    cls = COMMAND_TYPES[name]
-    return cls(**dict(zip(_FIELDS[name], values, strict=False)))
+    if type(parsed) is not list or not parsed:
+        raise ValueError("a command record is a non-empty JSON array")
+    cls = COMMAND_TYPES[parsed[0]]
+    # positional, in declaration order; a newer record's extra trailing fields are ignored
+    return cls(*parsed[1 : 1 + _COUNT[parsed[0]]])

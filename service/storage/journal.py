@@ -138,46 +138,80 @@ def _segment_config(path: Path, data: bytes, is_last: bool) -> str | None:
     return str(fingerprint.decode())
 
 
-def _scan(path: Path, is_last: bool, config: str | None) -> tuple[list[Record], TornTail | None]:
-    data = path.read_bytes()
+RawRecord = tuple[int, int, int, bytes, int]  # seq_before, seq, ts_ns, payload, offset
+
+
+def _zeros_from(data: bytes) -> int:
+    """len(data.rstrip(b"\0")) without copying the segment: the end of the last non-zero byte."""
+    view = memoryview(data)
+    end = len(data)
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = bytes(view[start:end]).rstrip(b"\0")
+        if chunk:
+            return start + len(chunk)
+        end = start
+    return 0
+
+
+def _segment_records(path: Path, data: bytes, is_last: bool, config: str | None, torn: list[TornTail]) -> Iterator[RawRecord]:
+    """The intact records of one segment's bytes, one at a time. A torn tail (only allowed in
+    the newest segment) ends the iteration and is appended to `torn`; other damage raises."""
     size = len(data)
     recorded = _segment_config(path, data, is_last)
     if recorded is None:
-        return [], TornTail(path, 0, size)
+        torn.append(TornTail(path, 0, size))
+        return
     if config is not None and recorded != config:
         raise ConfigMismatch(path, recorded, config)
-    out: list[Record] = []
     offset = SEGMENT_HEADER.size
-    zeros_from = len(data.rstrip(b"\0"))  # once: slicing the rest per record is quadratic
+    zeros_from = _zeros_from(data) if is_last else size  # once: per record it would be quadratic
+    unpack_from, head_pack, crc32, head_size = HEADER.unpack_from, _HEAD_CRC.pack, zlib.crc32, HEADER.size
+    last_seq: int | None = None
     while offset < size:
-        if is_last and offset >= zeros_from:  # zero-filled tail left by a crash
-            return out, TornTail(path, offset, size - offset)
-        if size - offset < HEADER.size:
+        if offset >= zeros_from:  # zero-filled tail left by a crash (newest segment only)
+            torn.append(TornTail(path, offset, size - offset))
+            return
+        if size - offset < head_size:
             if is_last:
-                return out, TornTail(path, offset, size - offset)
+                torn.append(TornTail(path, offset, size - offset))
+                return
             raise JournalCorrupt(path, offset, "truncated header")
-        length, head_crc, crc, seq_before, seq, ts_ns = HEADER.unpack_from(data, offset)
-        if zlib.crc32(_HEAD_CRC.pack(length, seq_before, seq, ts_ns)) != head_crc or length > MAX_RECORD:
+        length, head_crc, crc, seq_before, seq, ts_ns = unpack_from(data, offset)
+        if crc32(head_pack(length, seq_before, seq, ts_ns)) != head_crc or length > MAX_RECORD:
             raise JournalCorrupt(path, offset, "record header checksum mismatch")
-        end = offset + HEADER.size + length
+        end = offset + head_size + length
         if end > size:  # an intact header, the payload cut short: a crash mid-write
             if is_last:
-                return out, TornTail(path, offset, size - offset)
+                torn.append(TornTail(path, offset, size - offset))
+                return
             raise JournalCorrupt(path, offset, "record runs past the end of the segment")
-        if zlib.crc32(data[offset + HEADER.size : end]) != crc:
+        payload = data[offset + head_size : end]
+        if crc32(payload) != crc:
             if is_last and end == size:
-                return out, TornTail(path, offset, size - offset)
+                torn.append(TornTail(path, offset, size - offset))
+                return
             raise JournalCorrupt(path, offset, "checksum mismatch")
-        if seq <= seq_before or (out and seq_before != out[-1].seq):
+        if seq <= seq_before or (last_seq is not None and seq_before != last_seq):
             raise JournalCorrupt(path, offset, f"seq {seq_before}..{seq} does not follow the previous record")
-        out.append(Record(seq_before, seq, ts_ns, data[offset + HEADER.size : end], path, offset))
+        last_seq = seq
+        yield seq_before, seq, ts_ns, payload, offset
         offset = end
-    return out, None
+
+
+def _scan(path: Path, is_last: bool, config: str | None) -> tuple[list[Record], TornTail | None]:
+    torn: list[TornTail] = []
+    out = [
+        Record(before, seq, ts, payload, path, offset)
+        for before, seq, ts, payload, offset in _segment_records(path, path.read_bytes(), is_last, config, torn)
+    ]
+    return out, (torn[0] if torn else None)
 
 
 def read_journal(directory: Path, config: str | None = None) -> tuple[list[Record], TornTail | None]:
     """Every intact record, oldest first, and the torn tail of the newest segment if any.
-    With `config`, every segment must have been written under that config fingerprint."""
+    With `config`, every segment must have been written under that config fingerprint.
+    Holds the whole journal in memory: recovery streams it instead (`JournalStream`)."""
     paths = segments(directory)
     records: list[Record] = []
     torn: TornTail | None = None
@@ -190,12 +224,47 @@ def read_journal(directory: Path, config: str | None = None) -> tuple[list[Recor
     return records, torn
 
 
+class JournalStream:
+    """The journal's records, oldest first, read one segment at a time.
+
+    Iterating yields `(seq_before, seq, ts_ns, payload, path, offset)`; only the current
+    segment's bytes are held (plus what the consumer keeps). The checks are `read_journal`'s,
+    made as the records come: damage raises `JournalCorrupt` when it is reached, after the
+    records before it were yielded. `torn` is set once the iteration is over.
+    """
+
+    def __init__(self, directory: Path, config: str | None = None) -> None:
+        self.directory = directory
+        self.config = config
+        self.torn: TornTail | None = None
+        self.segments_read = 0
+        self.largest_segment = 0
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, bytes, Path, int]]:
+        paths = segments(self.directory)
+        last_seq: int | None = None
+        for i, path in enumerate(paths):
+            data = path.read_bytes()
+            self.segments_read += 1
+            self.largest_segment = max(self.largest_segment, len(data))
+            torn: list[TornTail] = []
+            first = True
+            for before, seq, ts, payload, offset in _segment_records(path, data, i == len(paths) - 1, self.config, torn):
+                if first and last_seq is not None and before != last_seq:
+                    raise JournalCorrupt(path, 0, "segment does not continue the previous one")
+                first = False
+                last_seq = seq
+                yield before, seq, ts, payload, path, offset
+            del data
+            if torn:
+                self.torn = torn[0]
+
+
 def iter_records(directory: Path, after_seq: int = 0) -> Iterator[Record]:
     """Intact records with seq > after_seq (a torn tail is ignored, corruption raises)."""
-    records, _ = read_journal(directory)
-    for rec in records:
-        if rec.seq > after_seq:
-            yield rec
+    for before, seq, ts, payload, path, offset in JournalStream(directory):
+        if seq > after_seq:
+            yield Record(before, seq, ts, payload, path, offset)
 
 
 def repair_tail(torn: TornTail) -> None:

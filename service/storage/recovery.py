@@ -6,6 +6,13 @@ every record the engine's seq must equal the seq recorded with it; else the data
 describe this engine (other config, other version, tampering) and recovery stops with an
 error rather than guess.
 A torn last record is truncated and logged; any other damage raises `JournalCorrupt`.
+
+Streaming: the journal is read one segment at a time and each record is decoded and applied
+as it is read (`JournalStream`), so recovery holds the engine plus one segment, never the
+whole journal. Damage is found when it is reached, after the records before it were applied
+to an engine that is then thrown away (recovery raises; nothing was answered or published
+from it, `on_events` aside). The torn tail, in the newest segment, is known (and cut) at the
+end, and the segments are fsynced before `recover` returns.
 """
 
 from __future__ import annotations
@@ -20,9 +27,9 @@ from engine.engine import Engine
 from service.storage.codec import decode_command
 from service.storage.journal import (
     ConfigMismatch,
+    JournalStream,
     TornTail,
     fsync_dir,
-    read_journal,
     repair_tail,
     segments,
     sync_file,
@@ -65,10 +72,34 @@ def recover(
             "than this service is configured with: start with the EXCHANGE_CONFIG the data dir "
             "was written with, or start from an empty data dir"
         )
+    stream = JournalStream(directory, config)
+    replayed = 0
+    apply = engine.apply
     try:
-        records, torn = read_journal(directory, config)
+        # decode and apply as the records come: one segment in memory at a time
+        for seq_before, seq, _ts, payload, path, offset in stream:
+            if seq <= engine.seq:
+                continue
+            if seq_before != engine.seq:
+                raise RecoveryError(
+                    f"journal gap at {path} offset {offset}: record starts after seq {seq_before}, "
+                    f"state is at seq {engine.seq}"
+                )
+            try:
+                command = decode_command(payload)
+            except (ValueError, KeyError, TypeError) as exc:  # checksummed, yet not a command
+                raise RecoveryError(f"undecodable record at {path} offset {offset}: {exc!r}") from exc
+            events = apply(command)
+            if engine.seq != seq:
+                raise RecoveryError(
+                    f"replay diverged at {path} offset {offset}: recorded seq {seq}, engine reached {engine.seq}"
+                )
+            if on_events is not None:
+                on_events(events)
+            replayed += 1
     except ConfigMismatch as exc:
         raise RecoveryError(str(exc)) from exc
+    torn = stream.torn
     if torn is not None:
         log.warning(
             "torn journal tail in %s at offset %d (%d bytes): a crash interrupted a write; %s",
@@ -77,32 +108,10 @@ def recover(
         if repair:
             repair_tail(torn)
     if repair:
-        # A kill -9 leaves written but unsynced records that replay will now treat as real:
-        # make them durable before anything built on them is answered, published or snapshotted.
+        # A kill -9 leaves written but unsynced records that replay has now treated as real:
+        # make them durable before anything built on them is answered, published or snapshotted
+        # (recover returns only after this).
         for path in segments(directory):
             sync_file(path)
         fsync_dir(directory)
-    replayed = 0
-    for rec in records:
-        if rec.seq <= engine.seq:
-            continue
-        if rec.seq_before != engine.seq:
-            raise RecoveryError(
-                f"journal gap at {rec.path} offset {rec.offset}: record starts after seq {rec.seq_before}, "
-                f"state is at seq {engine.seq}"
-            )
-        try:
-            command = decode_command(rec.payload)
-        except (ValueError, KeyError, TypeError) as exc:  # checksummed, yet not a command
-            raise RecoveryError(
-                f"undecodable record at {rec.path} offset {rec.offset}: {exc!r}"
-            ) from exc
-        events = engine.apply(command)
-        if engine.seq != rec.seq:
-            raise RecoveryError(
-                f"replay diverged at {rec.path} offset {rec.offset}: recorded seq {rec.seq}, engine reached {engine.seq}"
-            )
-        if on_events is not None:
-            on_events(events)
-        replayed += 1
     return Recovered(engine, snapshot_seq, replayed, torn)
