@@ -387,7 +387,7 @@ class AdlPolicyRequest(BaseModel):
     )
 
     symbol: Symbol
-    policy: Literal["queue", "pro_rata"]
+    policy: Literal["queue", "pro_rata", "capped_pro_rata"]
 
 
 # -- responses ------------------------------------------------------------------------------
@@ -667,7 +667,7 @@ class InstrumentOut(BaseModel):
     liquidation_band_ppm: int
     tiers: list[TierOut]
     mark_price: Dec | None
-    adl_policy: Literal["queue", "pro_rata"]
+    adl_policy: Literal["queue", "pro_rata", "capped_pro_rata"]
     mark_source: Literal["admin", "index"] = Field(
         description="admin: the mark is set by POST /v1/admin/mark-price; index: "
         "median(index, index + basis, last trade) at every index update (SPEC §12)"
@@ -703,7 +703,7 @@ class LeverageOut(BaseModel):
 
 class AdlPolicyOut(BaseModel):
     symbol: str
-    policy: Literal["queue", "pro_rata"]
+    policy: Literal["queue", "pro_rata", "capped_pro_rata"]
 
 
 class EngineStateOut(BaseModel):

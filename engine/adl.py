@@ -456,6 +456,18 @@ class AdlRanking:
                 break
         return out, ranks
 
+    def take_capped_pro_rata(self, remaining_lots: int) -> Alloc:
+        """`allocate_capped_pro_rata` over the whole line, in line order. Unlike the other
+        policies this visits every position of the side (O(N) per allocation): the water level
+        needs every profitable position's cap / profit ratio. The profitable set kept for
+        `take_pro_rata` could serve it too (a later step)."""
+        ids = self.ordered_ids()
+        row_of = self.row_of
+        alloc = allocate_capped_pro_rata([(aid, row_of[aid][0], row_of[aid][1]) for aid in ids], remaining_lots)
+        taken = {aid for aid, _ in alloc}
+        ranks = {aid: i for i, aid in enumerate(ids, 1) if aid in taken}
+        return alloc, ranks
+
     def take_pro_rata(self, remaining_lots: int) -> Alloc:
         """`allocate_pro_rata` over the line, touching only the positions that receive lots
         (and O(log N) per lookup).

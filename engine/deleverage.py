@@ -103,8 +103,11 @@ def allocate(st: ExchangeState, symbol: str, side: int, lots: int) -> Alloc:
     [(account_id, lots)] in line order, and their 1-based ranks in the line. Only the
     positions that receive lots are visited (adl.AdlRanking.take_*)."""
     line = st.adl_ranking(symbol, side)
-    if st.adl_policy[symbol] == c.ADL_PRO_RATA:
+    policy = st.adl_policy[symbol]
+    if policy == c.ADL_PRO_RATA:
         return line.take_pro_rata(lots)
+    if policy == c.ADL_CAPPED_PRO_RATA:
+        return line.take_capped_pro_rata(lots)
     return line.take_queue(lots)
 
 

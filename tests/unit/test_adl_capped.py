@@ -1,4 +1,4 @@
-"""Capped pro-rata (SPEC §6, Chitra 2025): the pure allocation function, not an engine policy yet.
+"""Capped pro-rata (SPEC §6, Chitra 2025): the pure allocation function the engine's policy uses.
 
 The paper's toy example: winners' PnL (8, 4, 0.5), a budget of 7.5 -> the pro-rata haircut
 fraction is 0.6 and the haircuts (4.8, 2.4, 0.3), no one capped.
@@ -56,5 +56,10 @@ def test_capped_pro_rata_when_profitable_cannot_cover_takes_them_whole_then_queu
     assert allocate_capped_pro_rata(ranked, 9) == [(1, 2), (2, 3), (3, 4)]
 
 
-def test_capped_pro_rata_is_not_an_engine_policy_yet() -> None:
-    assert "capped_pro_rata" not in c.ADL_POLICIES
+def test_capped_pro_rata_when_profits_are_equal_splits_evenly_leftover_to_the_first() -> None:
+    # equal PnL: λ = 10 / 15, each 3.33 -> 3; the one leftover lot to the first in line
+    assert allocate_capped_pro_rata([(1, 10, 5), (2, 10, 5), (3, 10, 5)], 10) == [(1, 4), (2, 3), (3, 3)]
+
+
+def test_capped_pro_rata_is_an_engine_policy() -> None:
+    assert c.ADL_CAPPED_PRO_RATA == "capped_pro_rata" and c.ADL_CAPPED_PRO_RATA in c.ADL_POLICIES
