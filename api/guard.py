@@ -9,7 +9,9 @@ For each HTTP request, before any route or the fast path runs (SPEC §10a, servi
    budget is short (skipped with EXCHANGE_RATE_LIMITS=off);
 3. the answer's status is watched: a 401 or 403 counts one failed authentication.
 
-A refusal is the SPEC error body, 429 `RATE_LIMITED` with `Retry-After`, written here in one
+The Binance edge's key header (`X-MBX-APIKEY`) counts as a key like `X-API-Key`, and its
+refusals carry Binance's body (`{"code": -1003, "msg": ...}`). Otherwise a refusal is the
+SPEC error body, 429 `RATE_LIMITED` with `Retry-After`, written here in one
 go, `REFUSAL_DELAY_S` after the request came (the refused client had to wait anyway). A
 refusal still costs about what `/healthz` does; the delay is what bounds a flood: a
 connection that keeps asking gets at most 1 / `REFUSAL_DELAY_S` answers a second, so a
@@ -34,6 +36,7 @@ from api.errors import ApiCode, ApiError
 from service.limits import Refusal, client_key, request_weight
 
 _READS = frozenset(("GET", "HEAD"))
+_BINANCE_PATHS = ("/fapi/", "/sapi/")
 _AUTH_FAILED = frozenset((401, 403))
 REFUSAL_DELAY_S = 0.1
 MAX_DELAYED = 256
@@ -66,7 +69,7 @@ class AbuseGuard:
         address = client_key(scope)
         api_key = admin = None
         for name, value in scope["headers"]:
-            if name == b"x-api-key":
+            if name == b"x-api-key" or name == b"x-mbx-apikey":  # /v1 and the Binance edge
                 api_key = value
             elif name == b"x-admin-token":
                 admin = value
@@ -74,7 +77,7 @@ class AbuseGuard:
             refused = limits.auth_throttled(address)
             if refused is not None:
                 await self._delay()
-                await _refuse(services, send, refused)
+                await _refuse(services, send, refused, scope["path"])
                 return
         if limits.rate_limits:
             if admin is not None and hmac.compare_digest(
@@ -88,7 +91,7 @@ class AbuseGuard:
             refused = limits.charge(address, weight)
             if refused is not None:
                 await self._delay()
-                await _refuse(services, send, refused)
+                await _refuse(services, send, refused, scope["path"])
                 return
 
         async def watch(message: Message) -> None:
@@ -103,10 +106,13 @@ class AbuseGuard:
         await self.app(scope, receive, watch)
 
 
-async def _refuse(services: Any, send: Send, refused: Refusal) -> None:
+async def _refuse(services: Any, send: Send, refused: Refusal, path: str) -> None:
     services.metrics.rate_limited.inc()
     message = f"{refused.message}; retry after {refused.retry_after} s"
-    body = orjson.dumps(ApiError.api(429, ApiCode.RATE_LIMITED, message).body())
+    if path.startswith(_BINANCE_PATHS):  # the Binance edge's own error body (ccxt: DDoSProtection)
+        body = orjson.dumps({"code": -1003, "msg": f"Too many requests; {message}."})
+    else:
+        body = orjson.dumps(ApiError.api(429, ApiCode.RATE_LIMITED, message).body())
     await send(
         {
             "type": "http.response.start",

@@ -236,6 +236,11 @@ def test_public_reads_when_weighted_by_depth_take_their_weight_from_the_address_
     assert [a.status for a in light] == [200] * 20 + [429]
     assert_rate_limited(light[-1])
     assert_rate_limited(pipeline(port, [raw_request("GET", "/v1/instruments")], 1)[0])
+    # the Binance edge shares the address budget and answers in Binance's words (ccxt maps
+    # -1003 / 429 to DDoSProtection)
+    (fapi,) = pipeline(port, [raw_request("GET", "/fapi/v1/depth?symbol=BTCUSD")], 1)
+    assert fapi.status == 429 and fapi.json()["code"] == -1003, fapi.body
+    assert fapi.json()["msg"].startswith("Too many requests") and int(fapi.headers["retry-after"]) >= 1
     # ... and a spoofed X-Forwarded-For does not make a new address (proxy_headers is off)
     spoofed = [
         raw_request("GET", "/v1/instruments", {"X-Forwarded-For": f"10.0.{i // 250}.{i % 250}"})
