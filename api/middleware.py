@@ -46,21 +46,10 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         # No Content-Length: read it all (bounded), then replay.
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._reject(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        body = await read_body(receive, self.max_bytes)
+        if body is None:
+            await self._reject(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -79,3 +68,21 @@ class BodyLimitMiddleware:
         response = err.response()
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it exceeds `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)

@@ -42,6 +42,7 @@ from api.binance.signing import (
     split_signature,
 )
 from api.binance.views import Venue, now_ms
+from api.middleware import read_body
 from service.keys import retry_after_header
 from service.limits import client_key
 
@@ -195,20 +196,10 @@ class FapiEdge:
                 raise err.BinanceError(-1104, "Malformed Content-Length.") from None
             if too_big:
                 raise err.body_too_large(limit)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise err.body_too_large(limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+        body = await read_body(receive, limit)
+        if body is None:
+            raise err.body_too_large(limit)
+        return body
 
 
 def _only(params: dict[str, str], allowed: frozenset[str]) -> None:
