@@ -24,15 +24,19 @@ def instrument(engine: Engine, symbol: str, in_path: bool = False) -> Instrument
     return inst
 
 
-def ticks(inst: Instrument, price_e8: int) -> int:
-    """A price on the tick grid, in ticks."""
+def ticks(inst: Instrument, price_e8: int, field: str = "price", code: Reject = Reject.INVALID_PRICE) -> int:
+    """A price on the tick grid, in ticks (`code` naming `field` when it is off the grid)."""
     t = inst.ticks_from_e8(price_e8)
     if t is None:
         raise ApiError.reject(
-            Reject.INVALID_PRICE,
-            f"price {e8_to_str(price_e8)} is not a multiple of the tick size {e8_to_str(inst.tick_size_e8)}",
+            code, f"{field} {e8_to_str(price_e8)} is not a multiple of the tick size {e8_to_str(inst.tick_size_e8)}"
         )
     return t
+
+
+def trigger_ticks(inst: Instrument, price_e8: int) -> int:
+    """A trigger price (SPEC §12) on the tick grid, in ticks (INVALID_TRIGGER_PRICE when off it)."""
+    return ticks(inst, price_e8, "trigger_price", Reject.INVALID_TRIGGER_PRICE)
 
 
 def lots(inst: Instrument, qty_e8: int) -> int:

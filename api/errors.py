@@ -129,8 +129,11 @@ _FIELD_CODES = {
     "amount": Reject.INVALID_AMOUNT,
     "leverage": Reject.INVALID_LEVERAGE,
     "policy": Reject.INVALID_ADL_POLICY,
+    "mode": Reject.INVALID_MARGIN_MODE,
     "client_order_id": Reject.INVALID_CLIENT_ORDER_ID,
     "rate": Reject.INVALID_FUNDING_RATE,
+    "trigger_price": Reject.INVALID_TRIGGER_PRICE,
+    "trigger_by": Reject.INVALID_TRIGGER_BY,
 }
 
 

@@ -253,13 +253,20 @@ Count1000 = Annotated[
 Symbol = Annotated[str, Field(min_length=1, max_length=32, examples=["BTC-PERP"])]
 
 _STRICT = ConfigDict(extra="forbid")
+OrderType = Literal["limit", "market", "stop_market", "stop_limit", "take_profit_market", "take_profit_limit"]
 
 
 # -- requests -------------------------------------------------------------------------------
 
 
 class PlaceOrderRequest(BaseModel):
-    """A new order. `price` is required for limit orders and must be absent for market ones."""
+    """A new order. `price` is required for limit orders and must be absent for market ones.
+
+    Stop and take-profit orders (SPEC §12): `type` stop_market / stop_limit /
+    take_profit_market / take_profit_limit with `trigger_price` (on the tick grid) and
+    `trigger_by` (mark, the default, or last); the *_limit types need `price`. With
+    `close_position` (the *_market types only) `qty` is omitted: the whole position is
+    closed when the order triggers."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -279,24 +286,38 @@ class PlaceOrderRequest(BaseModel):
                     "qty": "1.5",
                     "reduce_only": True,
                 },
+                {
+                    "symbol": "BTC-PERP",
+                    "side": "sell",
+                    "type": "stop_market",
+                    "trigger_price": "48000",
+                    "trigger_by": "mark",
+                    "close_position": True,
+                },
             ]
         },
     )
 
     symbol: Symbol
     side: Literal["buy", "sell"]
-    type: Literal["limit", "market"]
-    qty: Qty
+    type: OrderType
+    qty: OptQty = Field(None, description="required, except with close_position (then omitted)")
     price: OptPrice = None
     time_in_force: Literal["GTC", "IOC", "FOK"] = "GTC"
     post_only: bool = Field(False, strict=True)
     reduce_only: bool = Field(False, strict=True)
     stp: Literal["cancel_taker", "cancel_maker", "cancel_both"] = "cancel_taker"
     client_order_id: Annotated[str | None, Field(min_length=1, max_length=64)] = None
+    trigger_price: OptPrice = Field(None, description="stop / take-profit types: the price that triggers it")
+    trigger_by: Literal["mark", "last"] = Field("mark", description="what the trigger watches: mark or last trade")
+    close_position: bool = Field(
+        False, strict=True, description="stop_market / take_profit_market: close the whole position at trigger"
+    )
 
 
 class AmendOrderRequest(BaseModel):
-    """New price and/or new total quantity of an open order."""
+    """New price and/or new total quantity of an open order; for an untriggered stop also a
+    new `trigger_price`."""
 
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"price": "50010", "qty": "0.02"}]}
@@ -304,6 +325,7 @@ class AmendOrderRequest(BaseModel):
 
     price: OptPrice = None
     qty: OptQty = None
+    trigger_price: OptPrice = None
 
 
 class LeverageRequest(BaseModel):
@@ -323,6 +345,36 @@ class WithdrawRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"amount": "250.5"}]})
 
     amount: Amount
+
+
+class MarginModeRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"symbol": "BTC-PERP", "mode": "isolated"}]}
+    )
+
+    symbol: Symbol
+    mode: Literal["cross", "isolated"]
+
+
+class MarginModeOut(BaseModel):
+    symbol: str
+    mode: str
+
+
+class PositionMarginRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"symbol": "BTC-PERP", "amount": "-250.5"}]}
+    )
+
+    symbol: Symbol
+    amount: SignedAmount = Field(description="> 0 adds margin from the wallet, < 0 removes it")
+
+
+class PositionMarginOut(BaseModel):
+    symbol: str
+    amount: Dec
+    isolated_margin: Dec
+    wallet_balance: Dec
 
 
 class DepositRequest(BaseModel):
@@ -466,18 +518,24 @@ class OrderOut(BaseModel):
     client_order_id: str | None
     symbol: str
     side: Literal["buy", "sell"]
-    type: Literal["limit", "market"]
+    type: OrderType
     price: Dec | None
     qty: Dec
     time_in_force: Literal["GTC", "IOC", "FOK"]
     post_only: bool
     reduce_only: bool
     stp: str
-    status: Literal["new", "partially_filled", "filled", "canceled"]
+    status: Literal["untriggered", "new", "partially_filled", "filled", "canceled", "rejected"] = Field(
+        description="untriggered: a stop waiting for its trigger; rejected: a stop refused when it triggered"
+    )
     filled_qty: Dec
     remaining_qty: Dec
     avg_price: Dec | None
     fills: list[FillOut]
+    # SPEC §12, only on stop / take-profit types (before and after they trigger)
+    trigger_price: Dec | None = None
+    trigger_by: Literal["mark", "last"] | None = None
+    close_position: bool | None = None
 
 
 class AccountFillOut(BaseModel):
@@ -553,6 +611,8 @@ class PositionOut(BaseModel):
     funding: Dec = Field(
         description="funding received (+) or paid (-) since the position was opened, exact USD"
     )
+    margin_mode: str = Field(description="cross or isolated (SPEC §12)")
+    isolated_margin: Dec = Field(description="the isolated position's own margin; 0 when cross")
 
 
 class AccountOut(BaseModel):
@@ -578,6 +638,8 @@ class AccountOut(BaseModel):
     maintenance_margin: Dec
     initial_margin: Dec
     available: Dec
+    cross_equity: Dec = Field(description="wallet + upnl of the cross positions (isolated ones left out)")
+    cross_maintenance_margin: Dec = Field(description="maintenance margin of the cross positions")
     positions: list[PositionOut]
 
 

@@ -21,7 +21,7 @@ def order_body(engine: Engine, order: Order) -> dict[str, Any]:
     """The SPEC §9 order shape."""
     inst = engine.instruments[order.symbol]
     tick, lot = inst.tick_size_e8, inst.lot_size_e8
-    return {
+    body: dict[str, Any] = {
         "order_id": order.order_id,
         "client_order_id": order.client_order_id,
         "symbol": order.symbol,
@@ -48,6 +48,11 @@ def order_body(engine: Engine, order: Order) -> dict[str, Any]:
             for trade_id, price, qty, fee, liquidity in order.fills
         ],
     }
+    if order.trigger_price_ticks is not None:  # SPEC §12 stop / take-profit types only
+        body["trigger_price"] = e8_to_str(order.trigger_price_ticks * tick)
+        body["trigger_by"] = order.trigger_by
+        body["close_position"] = order.close_position
+    return body
 
 
 def fill_body(engine: Engine, fill: Fill) -> dict[str, Any]:
@@ -83,6 +88,8 @@ def position_body(engine: Engine, account_id: int, p: PositionView) -> dict[str,
         "leverage": p.leverage,
         "adl_quantile": p.adl_quantile,
         "funding": money_str(pos.funding_atoms if pos is not None else 0),
+        "margin_mode": p.margin_mode,
+        "isolated_margin": money_str(p.isolated_margin_atoms),
     }
 
 
@@ -96,5 +103,7 @@ def account_body(engine: Engine, account_id: int) -> dict[str, Any]:
         "maintenance_margin": money_str(v.maintenance_margin_atoms),
         "initial_margin": money_str(v.initial_margin_atoms),
         "available": money_str(v.available_atoms),
+        "cross_equity": money_str(v.cross_equity_atoms),
+        "cross_maintenance_margin": money_str(v.cross_maintenance_margin_atoms),
         "positions": [position_body(engine, account_id, p) for p in v.positions],
     }

@@ -46,6 +46,9 @@ Everything goes through ``Engine.apply``; positions are made by real crossing or
    to 1.5x what each account's initial margin ever needed (so the checks really run and
    could bind, but nothing is rejected: checked, and the fills must equal the reference),
    against the book core alone.
+4. Stop orders (SPEC §12, bench/stops_bench.py): a mark tick with 100,000 untriggered stops
+   of which none trigger against the same engine without them (goal: <= 1.5x), and one move
+   that triggers 1,000 of them (time per triggered stop).
 """
 
 from __future__ import annotations
@@ -513,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="timed W1 runs per implementation")
     p.add_argument("--sizes", default="1000,10000,100000", help="open-position counts for part 1")
     p.add_argument("--only", choices=("index",), help="run only parts 1 and 1c-1d (marks, index ticks, funding)")
+    p.add_argument("--no-stops", action="store_true", help="skip part 4 (stop orders: python -m bench.stops_bench)")
     p.add_argument("--profile", choices=("marks", "crash", "w1"), help="cProfile one part instead")
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--no-freeze", action="store_true", help="part 3: do not gc.freeze() the prepared heap")
@@ -564,6 +568,10 @@ def main(argv: list[str] | None = None) -> int:
         f"= {wm['engine'] / wm['core']:.3f}x of the book alone ({wm['core'] / wm['engine']:.1f}x slower); "
         f"16-account setup {fmt_rate(wm['engine16'])} ops/s"
     )
+    if not args.no_stops:
+        from bench import stops_bench  # imports this module: loaded only when it runs
+
+        stops_bench.run(100_000, args.marks, 1_000, args.rounds)
     print(f"total bench time {time.perf_counter() - t_all:.0f} s")
     return 0
 

@@ -61,12 +61,14 @@ class Account:
         "client_order_ids",
         "closed_orders",
         "fills",
+        "isolated",
         "leverage",
         "open_buy_lots",
         "open_orders",
         "open_sell_lots",
         "positions",
         "sell_price_min",
+        "stop_orders",
         "wallet_atoms",
     )
 
@@ -87,6 +89,18 @@ class Account:
         self.client_order_ids: dict[str, int] = {}
         self.closed_orders: OrderedDict[int, Order] = OrderedDict()
         self.fills: deque[tuple[Any, ...]] = deque(maxlen=fills_kept)  # Fill tuples, newest last
+        # SPEC §12: untriggered stop / take-profit orders (outside the book, engine/stops.py)
+        self.stop_orders: dict[int, Order] = {}
+        # SPEC §12: the symbols in isolated margin mode -> the isolated margin of the position
+        # there (0 while flat); a symbol not in it is cross (engine/isolated.py)
+        self.isolated: dict[str, int] = {}
+
+    def __setstate__(self, state: Any) -> None:
+        """Unpickle (snapshots), also one written before stop orders and isolated margin."""
+        self.stop_orders = {}
+        self.isolated = {}
+        for name, value in (state[1] if isinstance(state, tuple) else state).items():
+            setattr(self, name, value)
 
     def size(self, symbol: str) -> int:
         """Signed position size in lots (0 when flat)."""

@@ -312,7 +312,10 @@ class AdlRanking:
                 continue
             entry = pos.entry_value_atoms
             notional = size * mark * k
-            if len(acct.positions) == 1:
+            iso = acct.isolated
+            if iso and symbol in iso:  # an isolated position: its own equity (SPEC §12)
+                equity = iso[symbol] + notional - entry
+            elif len(acct.positions) == 1 and not iso:
                 equity = acct.wallet_atoms + notional - entry
             else:
                 equity = equity_atoms(acct, instruments, marks)
@@ -381,7 +384,10 @@ class AdlRanking:
                 continue
             entry = pos.entry_value_atoms
             notional = size * mark * k
-            if len(positions) == 1:
+            iso = acct.isolated
+            if iso and symbol in iso:
+                equity = iso[symbol] + notional - entry
+            elif len(positions) == 1 and not iso:
                 equity = acct.wallet_atoms + notional - entry
             else:
                 equity = equity_atoms(acct, instruments, marks)

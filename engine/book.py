@@ -16,6 +16,7 @@ priority order and the caller fills or removes them.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from sortedcontainers import SortedDict
 
@@ -28,6 +29,7 @@ class Order:
     __slots__ = (
         "account_id",
         "client_order_id",
+        "close_position",
         "filled_lots",
         "filled_value_ticks",
         "fills",
@@ -44,6 +46,8 @@ class Order:
         "stp",
         "symbol",
         "time_in_force",
+        "trigger_by",
+        "trigger_price_ticks",
         "ts_ns",
     )
 
@@ -84,6 +88,18 @@ class Order:
         # (trade_id, price_ticks, qty_lots, fee_atoms, liquidity); () until the first fill, so
         # that the many orders that rest and go unfilled allocate no list (nor GC-tracked object)
         self.fills: list[tuple[int, int, int, int, str]] | tuple[()] = ()
+        # SPEC §12 conditional orders: set on stop / take-profit types (engine/stops.py)
+        self.trigger_price_ticks: int | None = None
+        self.trigger_by = "mark"
+        self.close_position = False
+
+    def __setstate__(self, state: Any) -> None:
+        """Unpickle (snapshots), also one written before the conditional-order fields."""
+        self.trigger_price_ticks = None
+        self.trigger_by = "mark"
+        self.close_position = False
+        for name, value in (state[1] if isinstance(state, tuple) else state).items():
+            setattr(self, name, value)
 
 
 class Level:

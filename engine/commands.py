@@ -25,9 +25,21 @@ ADL_CAPPED_PRO_RATA = "capped_pro_rata"
 MARK_FROM_ADMIN = "admin"
 MARK_FROM_INDEX = "index"
 MARK_SOURCES = (MARK_FROM_ADMIN, MARK_FROM_INDEX)
+# SPEC §12: conditional orders rest outside the book until their trigger price is reached
+STOP_MARKET = "stop_market"
+STOP_LIMIT = "stop_limit"
+TAKE_PROFIT_MARKET = "take_profit_market"
+TAKE_PROFIT_LIMIT = "take_profit_limit"
+TRIGGER_TYPES = (STOP_MARKET, STOP_LIMIT, TAKE_PROFIT_MARKET, TAKE_PROFIT_LIMIT)
+TRIGGER_BY_MARK = "mark"
+TRIGGER_BY_LAST = "last"
+TRIGGER_BY = (TRIGGER_BY_MARK, TRIGGER_BY_LAST)
+MARGIN_CROSS = "cross"
+MARGIN_ISOLATED = "isolated"
+MARGIN_MODES = (MARGIN_CROSS, MARGIN_ISOLATED)
 
 SIDES = (BUY, SELL)
-ORDER_TYPES = (LIMIT, MARKET)
+ORDER_TYPES = (LIMIT, MARKET, *TRIGGER_TYPES)
 TIMES_IN_FORCE = (GTC, IOC, FOK)
 STP_MODES = (STP_CANCEL_TAKER, STP_CANCEL_MAKER, STP_CANCEL_BOTH)
 ADL_POLICIES = (ADL_QUEUE, ADL_PRO_RATA, ADL_CAPPED_PRO_RATA)
@@ -132,6 +144,12 @@ class PlaceOrder:
     stp: str = STP_CANCEL_TAKER
     client_order_id: str | None = None
     ts_ns: int = 0
+    # SPEC §12 conditional orders (last: journal records are positional): the trigger price
+    # of a stop / take-profit type, what it watches (`mark` or `last`), and close_position
+    # (no qty of its own: closes the whole position when it triggers)
+    trigger_price_ticks: int | None = None
+    trigger_by: str = TRIGGER_BY_MARK
+    close_position: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +183,28 @@ class AmendOrder:
     ts_ns: int = 0
     # set: the order is named by its client order id (last: journal records are positional)
     client_order_id: str | None = None
+    trigger_price_ticks: int | None = None  # a new trigger price (untriggered stop orders only)
+
+
+@dataclass(frozen=True, slots=True)
+class SetMarginMode:
+    """Switch an account's margin mode in one symbol (`cross` / `isolated`, SPEC §12); only
+    with no position and no open orders there."""
+
+    account_id: int
+    symbol: str
+    mode: str
+    ts_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustPositionMargin:
+    """Add (> 0) or remove (< 0, down to the initial margin) margin of an isolated position."""
+
+    account_id: int
+    symbol: str
+    amount_atoms: int
+    ts_ns: int = 0
 
 
 Command = (
@@ -181,4 +221,6 @@ Command = (
     | CancelOrder
     | CancelAllOrders
     | AmendOrder
+    | SetMarginMode
+    | AdjustPositionMargin
 )

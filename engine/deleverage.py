@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from engine import commands as c
 from engine import events as ev
+from engine import isolated, stops
 from engine.accounts import Fill
 from engine.adl import Alloc, split_value
 from engine.errors import InvariantViolation
@@ -54,14 +55,20 @@ def deleverage(st: ExchangeState, liquidated_id: int, symbol: str, bv: int, orig
         if cp.open_orders:
             for order in [o for o in cp.open_orders.values() if o.symbol == symbol]:
                 st.cancel_resting(order, "adl")
+        if cp.stop_orders:
+            stops.cancel_account_stops(st, cp, "adl", symbol)
         positions = cp.positions
         cp_pos = positions[symbol]
         cp_side = "long" if cp_pos.size_lots > 0 else "short"
         at_mark = lots * mark * k
-        if len(positions) == 1:
+        iso = cp.isolated
+        if iso and symbol in iso:  # an isolated position answers with its own equity (§12)
+            equity = iso[symbol] + cp_pos.size_lots * mark * k - cp_pos.entry_value_atoms
+        elif len(positions) == 1 and not iso:
             equity = cp.wallet_atoms + cp_pos.size_lots * mark * k - cp_pos.entry_value_atoms
         else:
             equity = equity_atoms(cp, st.instruments, st.marks)
+        size_before = cp_pos.size_lots
         value, fill_price_e8 = _adl_fill_value(inst, equity, cp_buys, lots, share, at_mark)
         if value == share:
             fill_price_e8 = price_e8
@@ -71,6 +78,9 @@ def deleverage(st: ExchangeState, liquidated_id: int, symbol: str, bv: int, orig
         # the fund receives (q_r > 0) or pays (q_r < 0) `value` for lots it holds at `share`
         guard_cost += share - value if cp_buys else value - share
         realized = settle_fill(cp, symbol, lots if cp_buys else -lots, value)
+        iso_delta = 0
+        if iso and symbol in iso:
+            iso_delta = isolated.after_fill(cp, inst, size_before, lots if cp_buys else -lots, value, realized, 0, False)
         cp.fills.append(_tuple_new(Fill, (None, ts, symbol, None, fills_side, fill_price_e8, lots, 0, "adl", realized)))
         left = positions.get(symbol)
         if left is None:
@@ -91,6 +101,8 @@ def deleverage(st: ExchangeState, liquidated_id: int, symbol: str, bv: int, orig
             cp.wallet_atoms, "adl",
         )))
         st.seq = seq + 2
+        if iso_delta:
+            st.emit(ev.PositionMarginChanged, aid, symbol, iso_delta, iso[symbol], cp.wallet_atoms, "adl")
     if pos.size_lots != 0 or pos.entry_value_atoms != 0:
         raise InvariantViolation("fund position not closed flat by ADL")
     del fund.positions[symbol]

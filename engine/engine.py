@@ -5,7 +5,11 @@ Pipeline per command (exchange-core style), one module per stage:
 1. dispatch by command type: orders.py (place / amend / cancel: validate → pre-trade
    risk → matching.py: match → settle) or admin.py (accounts, money, marks, leverage,
    ADL policy);
-2. if the command moved a mark or changed balances: liquidation.py (who is below
+2. if there are stop / take-profit orders (SPEC §12): those the prices now reach fire, one
+   at a time, and enter like new orders (stops.py, orders.enter_triggered), before the
+   liquidation check of the same command (a trader's stop is their own protection and gets
+   its chance first); the two alternate until neither has work;
+3. if the command moved a mark or changed balances: liquidation.py (who is below
    maintenance, the takeover, the insurance fund's order), which hands what the book did
    not take to deleverage.py (ADL at the bankruptcy price, the bad-debt guard).
 
@@ -24,12 +28,12 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from engine import admin, funding, liquidation, orders, pricing
+from engine import admin, funding, isolated, liquidation, orders, pricing, stops
 from engine import commands as c
 from engine import events as ev
 from engine.book import Order
 from engine.errors import InvariantViolation, Rejected
-from engine.risk import equity_atoms, liquidation_price_frac
+from engine.risk import equity_atoms, isolated_equity_atoms, liquidation_price_frac
 from engine.state import ExchangeState
 
 _HANDLERS: dict[type, Callable[[Any, Any], None]] = {
@@ -46,6 +50,8 @@ _HANDLERS: dict[type, Callable[[Any, Any], None]] = {
     c.CancelOrder: orders.cancel,
     c.CancelAllOrders: orders.cancel_all,
     c.AmendOrder: orders.amend,
+    c.SetMarginMode: isolated.set_margin_mode,
+    c.AdjustPositionMargin: isolated.adjust_margin,
 }
 
 
@@ -66,9 +72,32 @@ class Engine(ExchangeState):
         except Rejected as r:
             self._emit_rejection(command, r)
             return self.out
-        if self.dirty or self.moved:
+        if self.stops.count:
+            self._triggers_and_liquidations()
+        elif self.dirty or self.moved:
             liquidation.run_liquidations(self)
         return self.out
+
+    def _triggers_and_liquidations(self) -> None:
+        """SPEC §12 stops, then §5 liquidations, alternately until neither has work: a
+        triggered order's fills, or a liquidation's, can move the last price and reach more
+        triggers. Triggers run before the liquidation check of the same command: a trader's
+        stop is their own protection and gets its chance first."""
+        while True:
+            fired = False
+            while self.stops.count:
+                order = stops.fire_next(self)
+                if order is None:
+                    break
+                orders.enter_triggered(self, order)
+                fired = True
+            if self.dirty or self.moved:
+                trades = self.next_trade_id
+                liquidation.run_liquidations(self)
+                if self.next_trade_id == trades:  # no fill: no price a stop watches moved
+                    return
+            elif not fired:
+                return
 
     def _emit_rejection(self, command: Any, r: Rejected) -> None:
         is_order = isinstance(command, c.PlaceOrder | c.CancelOrder | c.CancelAllOrders | c.AmendOrder)
@@ -93,7 +122,10 @@ class Engine(ExchangeState):
         total = self.fees_collected_atoms
         sizes = dict.fromkeys(self.symbols, 0)
         for acct in self.accounts.values():
-            total += acct.wallet_atoms
+            total += acct.wallet_atoms + sum(acct.isolated.values())
+            for sym, margin in acct.isolated.items():
+                if sym not in acct.positions and margin != 0:
+                    raise InvariantViolation(f"account {acct.account_id}: flat isolated {sym} keeps margin {margin}")
             for sym, pos in acct.positions.items():
                 if pos.size_lots == 0:
                     raise InvariantViolation(f"account {acct.account_id}: zero position kept")
@@ -124,6 +156,9 @@ class Engine(ExchangeState):
         for acct in self.accounts.values():
             if equity_atoms(acct, self.instruments, self.marks) < 0:
                 raise InvariantViolation(f"account {acct.account_id} ends the command with negative equity")
+            for sym in acct.isolated:
+                if isolated_equity_atoms(acct, sym, self.instruments[sym], self.marks.get(sym, 0)) < 0:
+                    raise InvariantViolation(f"account {acct.account_id}: isolated {sym} ends the command with negative equity")
         for sym, total_size in sizes.items():
             if total_size != 0:
                 raise InvariantViolation(f"{sym}: positions sum to {total_size}")
@@ -137,6 +172,7 @@ class Engine(ExchangeState):
             actual = {a.account_id for a in self.accounts.values() if sym in a.positions and a.account_id}
             if ids != actual:
                 raise InvariantViolation(f"{sym}: holders index out of sync")
+        stops.check_invariants(self)
 
     def config_fingerprint(self) -> str:
         """SHA-256 of the rules: instruments (fees, tiers, bands, ADL defaults) and limits.
@@ -165,6 +201,8 @@ class Engine(ExchangeState):
         for aid in sorted(self.accounts):
             a = self.accounts[aid]
             put(repr((aid, a.api_key_hash, a.wallet_atoms, sorted(a.leverage.items()))).encode())
+            if a.isolated:  # SPEC §12 isolated margin, hashed only where used (old hashes stay)
+                put(repr(("isolated", sorted(a.isolated.items()))).encode())
             put(repr(sorted(
                 (s, p.size_lots, p.entry_value_atoms, *((p.funding_atoms,) if p.funding_atoms else ()))
                 for s, p in a.positions.items()
@@ -184,15 +222,20 @@ class Engine(ExchangeState):
             for side in (book.bids, book.asks):
                 for level in side.values():
                     put(repr([_order_state(o) for o in level.orders.values()]).encode())
+        if self.stops.count:  # SPEC §12 untriggered stops, hashed only where used (old hashes stay)
+            put(repr(("stops", [_order_state(o) for _, o in sorted(self.stops.orders.items())])).encode())
         return h.hexdigest()
 
 
 def _order_state(o: Order) -> tuple[Any, ...]:
-    return (
+    state = (
         o.order_id, o.account_id, o.symbol, o.side, o.price_ticks, o.qty_lots, o.remaining_lots,
         o.filled_lots, o.filled_value_ticks, o.order_type, o.time_in_force, o.post_only,
         o.reduce_only, o.stp, o.client_order_id, o.status, o.ts_ns, tuple(o.fills),
     )
+    if o.trigger_price_ticks is None:  # a plain order: as before stops existed (old hashes stay)
+        return state
+    return (*state, o.trigger_price_ticks, o.trigger_by, o.close_position)
 
 
 __all__ = ["Engine", "Rejected", "liquidation_price_frac"]

@@ -317,6 +317,79 @@ class PositionDeleveraged(NamedTuple):
         return "adl"
 
 
+class OrderTriggered(NamedTuple):
+    """A stop / take-profit order's trigger was reached (SPEC §12): it now enters as a market
+    or limit order and is checked like a new one (accepted or rejected right after)."""
+
+    seq: int
+    ts_ns: int
+    account_id: int
+    order_id: int
+    client_order_id: str | None
+    symbol: str
+    side: str
+    order_type: str  # the conditional type: stop_market | stop_limit | take_profit_*
+    trigger_price_ticks: int
+    trigger_by: str  # mark | last
+    reference_price_ticks: int  # the mark or last price that reached the trigger
+
+    @property
+    def TYPE(self) -> str:
+        return "order_triggered"
+
+
+class MarginModeChanged(NamedTuple):
+    seq: int
+    ts_ns: int
+    account_id: int
+    symbol: str
+    mode: str  # cross | isolated
+
+    @property
+    def TYPE(self) -> str:
+        return "margin_mode_changed"
+
+
+class PositionMarginChanged(NamedTuple):
+    """The margin of an isolated position changed (SPEC §12): by the user (`user`), by a
+    fill that opened, reduced or closed it (`trade`, `adl`), by funding, or by liquidation."""
+
+    seq: int
+    ts_ns: int
+    account_id: int
+    symbol: str
+    delta_atoms: int
+    isolated_margin_atoms: int  # the position's margin after the change
+    wallet_balance_atoms: int
+    reason: str  # user | trade | adl | funding | liquidation
+
+    @property
+    def TYPE(self) -> str:
+        return "position_margin_changed"
+
+
+class PositionReduced(NamedTuple):
+    """Partial liquidation (SPEC §12): one reduce-only IOC order of the account, at the
+    liquidation band, for the lots above the first maintenance tier."""
+
+    seq: int
+    ts_ns: int
+    account_id: int
+    symbol: str
+    order_id: int
+    qty_lots: int  # lots the order asked for
+    filled_lots: int
+    avg_price_e8: int | None  # None without a fill
+    fee_atoms: int
+    size_after_lots: int  # signed position left
+    mark_price_ticks: int
+    reason: str  # partial_liquidation
+
+    @property
+    def TYPE(self) -> str:
+        return "position_reduced"
+
+
 Event = (
     AccountCreated
     | DepositMade
@@ -338,6 +411,10 @@ Event = (
     | PositionChanged
     | AccountLiquidated
     | PositionDeleveraged
+    | OrderTriggered
+    | MarginModeChanged
+    | PositionMarginChanged
+    | PositionReduced
 )
 
 REJECTION_TYPES = (OrderRejected, CommandRejected)

@@ -72,11 +72,17 @@ def apply_funding(st: ExchangeState, cmd: c.ApplyFunding) -> None:
             st.dirty.add(aid)  # a payer may fall below maintenance
         else:
             amount = div_floor(-owed, E8)
-        acct.wallet_atoms += amount
+        iso = acct.isolated
+        if iso and symbol in iso:  # an isolated position pays and receives from its own margin (§12)
+            iso[symbol] += amount
+        else:
+            acct.wallet_atoms += amount
         pos.funding_atoms += amount
         residue -= amount
         st.rank_touched.add(aid)  # equity changed: its ADL rank may have
         st.emit(ev.FundingPaid, aid, symbol, pos.size_lots, rate_e8, amount, acct.wallet_atoms)
+        if iso and symbol in iso:
+            st.emit(ev.PositionMarginChanged, aid, symbol, amount, iso[symbol], acct.wallet_atoms, "funding")
     if residue:
         fund = st.insurance_fund
         fund.wallet_atoms += residue

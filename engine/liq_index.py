@@ -7,7 +7,8 @@ A mark move then visits only the accounts beyond it.
 
 - One position: K is the §9 liquidation price, widened by one tick to cover the rounding
   of maintenance. It does not depend on the mark, only on wallet and position.
-- Several positions (cross margin): the liquidation price of one symbol depends on the
+- An isolated position (SPEC §12): its own liquidation price, from its margin alone.
+- Several cross positions: the liquidation price of one symbol depends on the
   other marks, so each position gets a *trigger* instead. With slack = equity - MM (minus
   one atom per position for the rounding of MM) at the marks of the last refresh, each
   position gets a share of the slack by notional, and its trigger is the mark at which
@@ -28,7 +29,7 @@ import itertools
 
 from sortedcontainers import SortedList
 
-from engine.accounts import Account
+from engine.accounts import Account, Position
 from engine.instruments import Instrument, Tier
 from engine.risk import equity_atoms, liquidation_price_frac, maintenance_atoms
 from engine.units import PPM, div_ceil, div_floor
@@ -60,21 +61,27 @@ class LiquidationIndex:
         if not acct.positions:
             return
         entries: list[tuple[str, bool, int]] = []
-        if len(acct.positions) > 1:
-            symbols = list(acct.positions)
+        iso = acct.isolated
+        cross = {s: p for s, p in acct.positions.items() if s not in iso} if iso else acct.positions
+        if len(cross) > 1:
+            symbols = list(cross)
             self._multi_of[aid] = symbols
             for sym in symbols:
                 self.multi[sym].add(aid)
-            entries = _triggers(acct, instruments, marks)
+            entries = _triggers(acct, cross, instruments, marks)
+            singles = [s for s in acct.positions if s in iso] if iso else []
         else:
-            for sym, pos in acct.positions.items():
-                frac = liquidation_price_frac(acct, sym, instruments, marks)
-                if pos.size_lots > 0:
-                    if frac is None:
-                        continue
-                    entries.append((sym, True, div_floor(frac[0], frac[1]) + 1))
-                else:
-                    entries.append((sym, False, -1 if frac is None else div_ceil(frac[0], frac[1]) - 1))
+            singles = list(acct.positions)
+        # one cross position, and every isolated one: their own liquidation price
+        for sym in singles:
+            pos = acct.positions[sym]
+            frac = liquidation_price_frac(acct, sym, instruments, marks)
+            if pos.size_lots > 0:
+                if frac is None:
+                    continue
+                entries.append((sym, True, div_floor(frac[0], frac[1]) + 1))
+            else:
+                entries.append((sym, False, -1 if frac is None else div_ceil(frac[0], frac[1]) - 1))
         for sym, is_long, key in entries:
             (self.longs if is_long else self.shorts)[sym].add((key, aid))
         if entries:
@@ -91,9 +98,11 @@ class LiquidationIndex:
         return out
 
 
-def _triggers(acct: Account, instruments: dict[str, Instrument], marks: dict[str, int]) -> list[tuple[str, bool, int]]:
-    """Per-position triggers of a multi-symbol account (see the module docstring)."""
-    positions = acct.positions
+def _triggers(
+    acct: Account, positions: dict[str, Position], instruments: dict[str, Instrument], marks: dict[str, int]
+) -> list[tuple[str, bool, int]]:
+    """Per-position triggers of the cross positions of a multi-symbol account (see the module
+    docstring; cross equity and maintenance leave isolated positions out)."""
     slopes = [_mm_slope_ppm(instruments[s].tiers) for s in positions]
     slack = -1
     if all(s in marks for s in positions) and None not in slopes:

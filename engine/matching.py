@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from engine import commands as c
 from engine import events as ev
+from engine import isolated, stops
 from engine.accounts import INSURANCE_FUND_ID, Account, Fill
 from engine.book import Order, OrderBook
 from engine.risk import settle_fill
@@ -23,7 +24,9 @@ _tuple_new = tuple.__new__
 
 
 def execute(st: ExchangeState, order: Order, acct: Account, limit_ticks: int) -> None:
-    """Match a taker order, then rest it (GTC limit) or cancel its rest."""
+    """Match a taker order, then rest it (GTC with a price) or cancel its rest. What rests is
+    decided by the order's price, not its type, so a triggered stop-limit rests like a limit
+    and a triggered stop-market is canceled like a market order (reason `market`)."""
     book = st.books[order.symbol]
     if order.time_in_force == c.FOK and _fok_fillable(st, order, book, limit_ticks) < order.remaining_lots:
         st.cancel_remaining(order, acct, "fok")
@@ -34,13 +37,13 @@ def execute(st: ExchangeState, order: Order, acct: Account, limit_ticks: int) ->
         st.close_order(acct, order)
     elif stopped is not None:
         st.cancel_remaining(order, acct, stopped)
-    elif order.time_in_force == c.GTC and order.order_type == c.LIMIT:
+    elif order.time_in_force == c.GTC and order.price_ticks is not None:  # limit-like (a triggered stop-limit too)
         order.status = "partially_filled" if order.filled_lots else "new"
         book.add(order)
         acct.open_orders[order.order_id] = order
         acct.track_open(order, order.remaining_lots)
-    else:
-        st.cancel_remaining(order, acct, "market" if order.order_type == c.MARKET else "ioc")
+    else:  # market-like: no price of its own (market, triggered stop / take-profit market)
+        st.cancel_remaining(order, acct, "market" if order.price_ticks is None else "ioc")
 
 
 def _fok_fillable(st: ExchangeState, order: Order, book: OrderBook, limit_ticks: int) -> int:
@@ -149,6 +152,13 @@ def _fill(st: ExchangeState, taker: Order, tacct: Account, maker: Order, book: O
     tacct.fills.append(_tuple_new(Fill, (trade_id, st.ts, symbol, taker.order_id, taker.side, price, qty,
                                          taker_fee, "taker", t_real)))
     st.fees_collected_atoms += maker_fee + taker_fee
+    m_iso = t_iso = None  # isolated margin moves (SPEC §12), emitted after the position events
+    if macct.isolated and symbol in macct.isolated:
+        m_iso = isolated.after_fill(macct, inst, m_before, qty if maker.is_buy else -qty, notional, m_real,
+                                    maker_fee, True)
+    if tacct.isolated and symbol in tacct.isolated:
+        t_iso = isolated.after_fill(tacct, inst, t_before, qty if taker.is_buy else -qty, notional, t_real,
+                                    taker_fee, taker.order_id != st.partial_order_id)
     mpos = macct.positions.get(symbol)
     tpos = tacct.positions.get(symbol)
     m_after = mpos.size_lots if mpos is not None else 0
@@ -178,6 +188,10 @@ def _fill(st: ExchangeState, taker: Order, tacct: Account, maker: Order, book: O
                                                   tpos.entry_value_atoms if tpos else 0, t_real - taker_fee,
                                                   tacct.wallet_atoms, "trade")))
     st.seq = seq + 3
+    if m_iso:
+        st.emit(ev.PositionMarginChanged, maker_aid, symbol, m_iso, macct.isolated[symbol], macct.wallet_atoms, "trade")
+    if t_iso:
+        st.emit(ev.PositionMarginChanged, taker_aid, symbol, t_iso, tacct.isolated[symbol], tacct.wallet_atoms, "trade")
     if m_before and (m_after == 0 or (m_after > 0) != (m_before > 0)):
         _cancel_stale_reduce_only(st, macct, symbol)
     if t_before and (t_after == 0 or (t_after > 0) != (t_before > 0)):
@@ -185,7 +199,10 @@ def _fill(st: ExchangeState, taker: Order, tacct: Account, maker: Order, book: O
 
 
 def _cancel_stale_reduce_only(st: ExchangeState, acct: Account, symbol: str) -> None:
-    """After a position closed or flipped, cancel reduce-only orders that can no longer reduce it."""
+    """After a position closed or flipped, cancel reduce-only orders that can no longer reduce
+    it, the untriggered reduce-only and close-position stops among them (SPEC §12)."""
     for order in [o for o in acct.open_orders.values() if o.reduce_only and o.symbol == symbol]:
         if st.reduce_capacity(acct.account_id, symbol, order.is_buy) == 0:
             st.cancel_resting(order, "reduce_only")
+    if acct.stop_orders:
+        stops.cancel_stale_reduce_only(st, acct, symbol)

@@ -27,15 +27,56 @@ def upnl_atoms(inst: Instrument, pos: Position, mark_ticks: int) -> int:
 
 
 def equity_atoms(acct: Account, instruments: dict[str, Instrument], marks: dict[str, int]) -> int:
-    """Wallet balance plus the unrealized PnL of every position."""
+    """Cross equity: wallet balance plus the unrealized PnL of every cross position (an
+    isolated position has its own equity, `isolated_equity_atoms`; SPEC §12)."""
     eq = acct.wallet_atoms
+    iso = acct.isolated
     for sym, pos in acct.positions.items():
+        if iso and sym in iso:
+            continue
         eq += pos.size_lots * marks[sym] * instruments[sym].atoms_per_lot_tick - pos.entry_value_atoms
     return eq
 
 
 def maintenance_atoms(acct: Account, instruments: dict[str, Instrument], marks: dict[str, int]) -> int:
-    """Sum of the tiered maintenance margins of every position."""
+    """Sum of the tiered maintenance margins of every cross position."""
+    mm = 0
+    iso = acct.isolated
+    for sym, pos in acct.positions.items():
+        if iso and sym in iso:
+            continue
+        inst = instruments[sym]
+        mm += inst.maintenance_atoms(pos.size_lots * marks[sym] * inst.atoms_per_lot_tick)
+    return mm
+
+
+def isolated_equity_atoms(acct: Account, symbol: str, inst: Instrument, mark_ticks: int) -> int:
+    """Equity of the isolated position in `symbol`: its margin plus its unrealized PnL."""
+    pos = acct.positions.get(symbol)
+    margin = acct.isolated[symbol]
+    if pos is None:
+        return margin
+    return margin + pos.size_lots * mark_ticks * inst.atoms_per_lot_tick - pos.entry_value_atoms
+
+
+def position_equity_atoms(acct: Account, symbol: str, instruments: dict[str, Instrument], marks: dict[str, int]) -> int:
+    """The equity that backs the position in `symbol`: its own when isolated, else the
+    account's cross equity (ADL ranking and the bad-debt guard use this, SPEC §6, §5)."""
+    if symbol in acct.isolated:
+        return isolated_equity_atoms(acct, symbol, instruments[symbol], marks[symbol])
+    return equity_atoms(acct, instruments, marks)
+
+
+def total_equity_atoms(acct: Account, instruments: dict[str, Instrument], marks: dict[str, int]) -> int:
+    """Everything the account owns at the marks: wallet, isolated margins, every upnl."""
+    eq = acct.wallet_atoms + sum(acct.isolated.values())
+    for sym, pos in acct.positions.items():
+        eq += pos.size_lots * marks[sym] * instruments[sym].atoms_per_lot_tick - pos.entry_value_atoms
+    return eq
+
+
+def total_maintenance_atoms(acct: Account, instruments: dict[str, Instrument], marks: dict[str, int]) -> int:
+    """Maintenance margin of every position, cross and isolated."""
     mm = 0
     for sym, pos in acct.positions.items():
         inst = instruments[sym]
@@ -64,13 +105,16 @@ def initial_margin_atoms(
     marks: dict[str, int],
     override: tuple[str, int] | None = None,
 ) -> int:
-    """Sum of IM_s over symbols with a position or open orders.
+    """Sum of IM_s over symbols with a position or open orders: what the wallet must hold.
 
+    An isolated symbol's position has its margin set aside already, so its IM_s is only what
+    its open orders could add: `max(0, IM(worst case) - IM(|q|))` (SPEC §12).
     `override` = (symbol, worst_lots) replaces one symbol's worst case (pre-trade what-if).
     """
     symbols = set(acct.positions) | set(acct.open_buy_lots) | set(acct.open_sell_lots)
     if override is not None:
         symbols.add(override[0])
+    iso = acct.isolated
     im = 0
     for sym in symbols:
         inst = instruments[sym]
@@ -80,7 +124,10 @@ def initial_margin_atoms(
             b, s = acct.open_lots(sym)
             worst = worst_case_lots(acct.size(sym), b, s)
         if worst:
-            im += initial_margin_symbol_atoms(inst, worst, marks[sym], leverage_of(acct, inst))
+            lev = leverage_of(acct, inst)
+            im += initial_margin_symbol_atoms(inst, worst, marks[sym], lev)
+            if iso and sym in iso:
+                im -= initial_margin_symbol_atoms(inst, abs(acct.size(sym)), marks[sym], lev)
     return im
 
 
@@ -199,7 +246,9 @@ def liquidation_price_frac(
     acct: Account, symbol: str, instruments: dict[str, Instrument], marks: dict[str, int]
 ) -> tuple[int, int] | None:
     """The mark of `symbol` (ticks, as an exact fraction num/den, den > 0) at which equity
-    equals maintenance margin, every other mark unchanged; None when there is none.
+    equals maintenance margin, every other mark unchanged; None when there is none. For a
+    cross position: the cross equity and maintenance (isolated positions left out); for an
+    isolated one: its own (C below is then margin - entry_value, and MMo = 0).
 
     With C = wallet + upnl of the other positions - entry_value and MMo their maintenance,
     in the tier (rate r ppm, amount a) that holds the answer:
@@ -216,10 +265,16 @@ def liquidation_price_frac(
     k = inst.atoms_per_lot_tick
     q = pos.size_lots
     aq = abs(q)
-    c = acct.wallet_atoms - pos.entry_value_atoms
     mm_other = 0
-    for sym, other in acct.positions.items():
-        if sym == symbol:
+    iso = acct.isolated
+    if iso and symbol in iso:  # isolated: its own margin, no other position (SPEC §12)
+        c = iso[symbol] - pos.entry_value_atoms
+        others: dict[str, Position] = {}
+    else:
+        c = acct.wallet_atoms - pos.entry_value_atoms
+        others = acct.positions
+    for sym, other in others.items():
+        if sym == symbol or (iso and sym in iso):
             continue
         oi = instruments[sym]
         n = other.size_lots * marks[sym] * oi.atoms_per_lot_tick

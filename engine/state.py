@@ -27,6 +27,7 @@ from engine.book import Order, OrderBook
 from engine.errors import Reject, Rejected
 from engine.instruments import Instrument, default_instruments
 from engine.liq_index import LiquidationIndex
+from engine.stops import StopBook
 
 _tuple_new = tuple.__new__
 FUNDING_KEPT = 100  # recent funding rounds per symbol, for GET /v1/funding/{symbol}
@@ -38,6 +39,9 @@ class ExchangeState:
     # (lots, bankruptcy value) of the position the insurance fund is closing right now, only
     # while its IOC order matches (risk.settle_fill).
     takeover: tuple[int, int] | None = None
+    # the order id of the partial-liquidation order being matched right now (SPEC §12): its
+    # fills are the engine's, not the trader's own (isolated.after_fill)
+    partial_order_id: int | None = None
 
     def __init__(
         self,
@@ -80,6 +84,8 @@ class ExchangeState:
         self.premium_sum: dict[str, Fraction] = {}
         self.premium_samples: dict[str, int] = {}
         self.funding_history: dict[str, deque[tuple[int, int]]] = {s: deque(maxlen=FUNDING_KEPT) for s in self.symbols}
+        # SPEC §12: untriggered stop / take-profit orders, sorted by trigger (engine/stops.py)
+        self.stops = StopBook(self.symbols)
         # derived caches (not part of the state hash)
         self.rankings: dict[tuple[str, int], AdlRanking] = {}
         self.rank_touched: set[int] = set()
@@ -100,8 +106,11 @@ class ExchangeState:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore; ADL lines pickled by an older version (other key layout) are dropped."""
+        """Restore; ADL lines pickled by an older version (other key layout) are dropped; a
+        state pickled before stop orders gets an empty stop book."""
         self.__dict__.update(state)
+        if "stops" not in state:
+            self.stops = StopBook(self.symbols)
         self.rankings = {}
         self.rank_touched = set()
 
@@ -133,11 +142,11 @@ class ExchangeState:
         return self.accounts[INSURANCE_FUND_ID]
 
     def find_order(self, account_id: int, order_id: int) -> Order | None:
-        """An open or recently closed order of the account."""
+        """An open, untriggered (stop) or recently closed order of the account."""
         acct = self.accounts.get(account_id)
         if acct is None:
             return None
-        return acct.open_orders.get(order_id) or acct.closed_orders.get(order_id)
+        return acct.open_orders.get(order_id) or acct.stop_orders.get(order_id) or acct.closed_orders.get(order_id)
 
     def emit(self, cls: Any, *fields: Any) -> Any:
         """Append the next event (seq + 1, this command's ts, then `fields`) and return it."""

@@ -17,6 +17,8 @@ from engine.risk import (
     leverage_of,
     liquidation_price_frac,
     maintenance_atoms,
+    total_equity_atoms,
+    total_maintenance_atoms,
     upnl_atoms,
 )
 from engine.units import E8, div_half_even
@@ -33,6 +35,8 @@ class PositionView:
     liquidation_price_e8: int | None
     leverage: int
     adl_quantile: int
+    margin_mode: str = "cross"  # SPEC §12
+    isolated_margin_atoms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,8 @@ class AccountView:
     initial_margin_atoms: int
     available_atoms: int
     positions: tuple[PositionView, ...]
+    cross_equity_atoms: int = 0  # SPEC §12: what backs the cross positions (isolated ones left out)
+    cross_maintenance_margin_atoms: int = 0
 
 
 def positions_view(engine: Engine, account_id: int) -> tuple[PositionView, ...]:
@@ -67,23 +73,37 @@ def positions_view(engine: Engine, account_id: int) -> tuple[PositionView, ...]:
                 liquidation_price_e8=liq,
                 leverage=leverage_of(acct, inst),
                 adl_quantile=engine.adl_quantiles(sym).get(account_id, 0),
+                margin_mode="isolated" if sym in acct.isolated else "cross",
+                isolated_margin_atoms=acct.isolated.get(sym, 0),
             )
         )
     return tuple(out)
 
 
 def account_view(engine: Engine, account_id: int) -> AccountView:
-    """Balances, margins and positions of one account (SPEC §9 `GET /v1/account`)."""
+    """Balances, margins and positions of one account (SPEC §9 `GET /v1/account`).
+
+    With isolated positions (SPEC §12): `equity` is everything the account owns (wallet,
+    isolated margins, every upnl), `maintenance_margin` covers every position,
+    `initial_margin` is the cross IM plus the isolated margins set aside, and `available`
+    is the cross part's (what new orders, withdrawals and added margin may use). The cross
+    part alone (what its liquidation compares) is `cross_equity` / `cross_maintenance_margin`.
+    Without isolated positions each pair is equal.
+    """
     acct = engine.accounts[account_id]
     ins, marks = engine.instruments, engine.marks
+    cross_eq = equity_atoms(acct, ins, marks)
+    cross_mm = maintenance_atoms(acct, ins, marks)
     return AccountView(
         account_id=account_id,
         wallet_balance_atoms=acct.wallet_atoms,
-        equity_atoms=equity_atoms(acct, ins, marks),
-        maintenance_margin_atoms=maintenance_atoms(acct, ins, marks),
-        initial_margin_atoms=initial_margin_atoms(acct, ins, marks),
+        equity_atoms=total_equity_atoms(acct, ins, marks) if acct.isolated else cross_eq,
+        maintenance_margin_atoms=total_maintenance_atoms(acct, ins, marks) if acct.isolated else cross_mm,
+        initial_margin_atoms=initial_margin_atoms(acct, ins, marks) + sum(acct.isolated.values()),
         available_atoms=available_atoms(acct, ins, marks),
         positions=positions_view(engine, account_id),
+        cross_equity_atoms=cross_eq,
+        cross_maintenance_margin_atoms=cross_mm,
     )
 
 

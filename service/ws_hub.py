@@ -132,6 +132,9 @@ _ACCOUNT_EVENTS = (
     ev.LeverageChanged,
     ev.NegativeBalanceCovered,
     ev.FundingPaid,
+    ev.OrderTriggered,  # SPEC §12: the owner's stop fired (order_accepted / order_rejected follow)
+    ev.MarginModeChanged,
+    ev.PositionMarginChanged,
 )
 _FUNDING_EVENTS = (ev.IndexPriceChanged, ev.FundingRateChanged)  # -> `funding:<symbol>`
 _BOOK_EVENTS = frozenset((ev.OrderAccepted, ev.OrderCanceled, ev.OrderAmended, ev.TradeExecuted))
@@ -145,6 +148,8 @@ _EQUITY_EVENTS: dict[type, tuple[str, ...]] = {
     ev.PositionDeleveraged: ("liquidated_account_id", "counterparty_account_id"),
     ev.NegativeBalanceCovered: ("account_id",),
     ev.FundingPaid: ("account_id",),
+    ev.PositionMarginChanged: ("account_id",),
+    ev.PositionReduced: ("account_id",),
 }
 
 Depth = tuple[list[tuple[int, int]], list[tuple[int, int]]]
@@ -433,6 +438,13 @@ class WsHub:
                     self._send(
                         accounts[event.account_id], "account", event.seq, data or self._typed(event)
                     )
+            elif cls is ev.PositionReduced:  # partial liquidation: public notice + the owner's
+                data = None
+                if "liquidations" in channels:
+                    data = self._typed(event)
+                    self._send(channels["liquidations"], "liquidations", event.seq, data)
+                if event.account_id in accounts:
+                    self._send(accounts[event.account_id], "account", event.seq, data or self._typed(event))
             elif cls is ev.PositionDeleveraged:
                 data = None
                 if "adl" in channels:

@@ -176,10 +176,11 @@ def quantity_too_large(detail: str) -> BinanceError:
     return BinanceError(-4005, "Quantity greater than max quantity.", detail=detail)
 
 
-def stops_not_supported() -> BinanceError:
+def trailing_not_supported() -> BinanceError:
     return BinanceError(
-        -2010,
-        "Stop and take-profit orders are not supported by this exchange yet (see docs/binance.md).",
+        -4136,
+        "Trailing stop orders (TRAILING_STOP_MARKET, activationPrice, callbackRate) are not supported "
+        "by this exchange: use STOP_MARKET / TAKE_PROFIT_MARKET (see docs/binance.md).",
     )
 
 
@@ -247,6 +248,11 @@ _REJECTIONS: dict[Reject, tuple[int, str]] = {
     Reject.DUPLICATE_CLIENT_ORDER_ID: (-2010, "ClientOrderId is duplicated."),
     Reject.TOO_MANY_OPEN_ORDERS: (-2025, "Reach max open order limit."),
     Reject.NOTHING_TO_AMEND: (-5027, "No need to modify the order."),
+    # SPEC §12 stop and take-profit orders
+    Reject.INVALID_TRIGGER_PRICE: (-1102, "Mandatory parameter 'stopPrice' was not sent, was empty/null, or malformed."),
+    Reject.INVALID_TRIGGER_BY: (-4031, "Invalid workingType."),
+    Reject.TRIGGER_NOT_ALLOWED: (-1106, "Parameter 'stopPrice' sent when not required."),
+    Reject.WOULD_TRIGGER_IMMEDIATELY: (-2021, "Order would immediately trigger."),
     Reject.ACCOUNT_NOT_FOUND: (-2015, "Invalid API-key, IP, or permissions for action."),
     Reject.ACCOUNT_EXISTS: (-1000, "An unknown error occurred while processing the request."),
     Reject.MARK_SOURCE_IS_INDEX: (-1000, "An unknown error occurred while processing the request."),

@@ -73,6 +73,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from api.binance.rest import mark_index, next_funding_ms, predicted_funding_e8
 from api.binance.views import STP_OUT, Venue, ms, now_ms
 from engine import events as ev
+from engine.orders import TRIGGER_COMMAND
 from engine.units import E8, div_half_even, e8_to_str
 from service.limits import WS_CONNECT_WEIGHT, client_key
 
@@ -433,6 +434,9 @@ class Streams:
             elif cls is ev.OrderAmended:
                 if event.account_id in accounts:
                     self._order_amended(event)
+            elif cls is ev.OrderRejected and event.command == TRIGGER_COMMAND:  # a stop refused at trigger
+                if event.account_id in accounts:
+                    self._order_expired(event)
             elif cls is ev.PositionChanged:
                 if event.reason == "liquidation":
                     realized[(event.account_id, event.symbol)] = event.realized_pnl_atoms
@@ -527,7 +531,10 @@ class Streams:
 
     def _order_base(self, order: Any, symbol: str) -> dict[str, Any]:
         inst = self.engine.instruments[symbol]
-        kind = "MARKET" if order.order_type == "market" else "LIMIT"
+        orig, stop_price, working, close = self.venue.stop_fields(order)
+        kind = orig
+        if order.trigger_price_ticks is not None and order.status != "untriggered":
+            kind = "MARKET" if order.price_ticks is None else "LIMIT"  # triggered: works as its underlying kind
         return {
             "s": self.venue.to_binance[symbol],
             "c": order.client_order_id or "",
@@ -536,14 +543,14 @@ class Streams:
             "f": "GTX" if order.post_only else order.time_in_force,
             "q": self.venue.qty(inst, order.qty_lots),
             "p": self.venue.price(inst, order.price_ticks),
-            "sp": "0",
+            "sp": stop_price,
             "b": "0",
             "a": "0",
             "R": order.reduce_only,
-            "wt": "CONTRACT_PRICE",
-            "ot": kind,
+            "wt": working,
+            "ot": orig,
             "ps": "BOTH",
-            "cp": False,
+            "cp": close,
             "pP": False,
             "si": 0,
             "ss": 0,
@@ -630,6 +637,16 @@ class Streams:
         o.update({"x": x, "X": status, "i": e.order_id, "l": "0", "z": self.venue.qty(inst, e.filled_lots),
                   "L": "0", "ap": self._avg(e.symbol, e.filled_lots, value), "T": ms(e.ts_ns), "t": 0,
                   "m": False, "rp": "0"})
+        self._send_order(e.account_id, e.ts_ns, o)
+
+    def _order_expired(self, e: Any) -> None:
+        """A stop refused when it triggered (SPEC §12): EXPIRED, as Binance reports it."""
+        order = self.engine.find_order(e.account_id, e.order_id)
+        if order is None:
+            return
+        o = self._order_base(order, order.symbol)
+        o.update({"x": "EXPIRED", "X": "EXPIRED", "i": e.order_id, "l": "0", "z": "0", "L": "0", "ap": "0",
+                  "T": ms(e.ts_ns), "t": 0, "m": False, "rp": "0"})
         self._send_order(e.account_id, e.ts_ns, o)
 
     def _order_amended(self, e: Any) -> None:

@@ -13,6 +13,15 @@ Orders: engine statuses map to Binance's (`new` NEW, `partially_filled` PARTIALL
 canceled, CANCELED otherwise). Post-only GTC orders show `timeInForce` GTX. Engine STP modes
 show as EXPIRE_TAKER / EXPIRE_MAKER / EXPIRE_BOTH. Orders placed without a client order id
 show `clientOrderId` "".
+
+Stop and take-profit orders (SPEC §12): the engine's `stop_limit` / `stop_market` /
+`take_profit_limit` / `take_profit_market` are Binance's STOP / STOP_MARKET / TAKE_PROFIT /
+TAKE_PROFIT_MARKET (`type` and `origType`), with `stopPrice` the trigger price, `workingType`
+MARK_PRICE (trigger by mark) or CONTRACT_PRICE (by last trade) and `closePosition`. An
+untriggered one is NEW, as Binance shows them; one refused when it triggered is EXPIRED.
+The algo-order shape (`algo_order`, `POST /fapi/v1/algoOrder`) shows the same order with
+`algoId` = its order id and `algoStatus` NEW (untriggered), CANCELED (canceled before it
+triggered), EXPIRED (refused at trigger) or TRIGGERED (`actualOrderId` is the same id).
 """
 
 from __future__ import annotations
@@ -39,7 +48,19 @@ from engine.units import E8, div_ceil, div_half_even, e8_to_str
 ASSET = "USD"
 NS_PER_MS = 1_000_000
 
-STATUS = {"new": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED"}
+STATUS = {
+    "new": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED",
+    "untriggered": "NEW",  # SPEC §12: Binance shows an untriggered conditional order as NEW
+    "rejected": "EXPIRED",  # a stop refused when it triggered
+}
+# engine order type <-> Binance order type
+TYPE_OUT = {
+    "limit": "LIMIT", "market": "MARKET", "stop_limit": "STOP", "stop_market": "STOP_MARKET",
+    "take_profit_limit": "TAKE_PROFIT", "take_profit_market": "TAKE_PROFIT_MARKET",
+}
+TYPE_IN = {v: k for k, v in TYPE_OUT.items()}
+WORKING_TYPE_IN = {"MARK_PRICE": "mark", "CONTRACT_PRICE": "last"}  # Binance's default: CONTRACT_PRICE
+WORKING_TYPE_OUT = {v: k for k, v in WORKING_TYPE_IN.items()}
 STP_OUT = {"cancel_taker": "EXPIRE_TAKER", "cancel_maker": "EXPIRE_MAKER", "cancel_both": "EXPIRE_BOTH"}
 STP_IN = {
     "NONE": "cancel_taker",  # the engine never lets an order trade with its own account
@@ -91,18 +112,73 @@ class Venue:
         status = STATUS.get(order.status)
         if status is not None:
             return status
-        if order.order_type == "market" or order.time_in_force != "GTC":
+        if order.price_ticks is None or order.time_in_force != "GTC":  # market-like: its rest expired
             return "EXPIRED"
         return "CANCELED"
+
+    def stop_fields(self, order: Order) -> tuple[str, str, str, bool]:
+        """(Binance type, stopPrice, workingType, closePosition) of an order."""
+        kind = TYPE_OUT.get(order.order_type, "LIMIT")
+        if order.trigger_price_ticks is None:
+            return kind, "0", "CONTRACT_PRICE", False
+        inst = self.engine.instruments[order.symbol]
+        return kind, self.price(inst, order.trigger_price_ticks), WORKING_TYPE_OUT[order.trigger_by], order.close_position
+
+    def algo_status(self, order: Order) -> str:
+        """`algoStatus` of a conditional order (module docstring)."""
+        if order.status == "untriggered":
+            return "NEW"
+        if order.status == "rejected":
+            return "EXPIRED"
+        if order.status == "canceled" and order.filled_lots == 0 and self.order_status(order) == "CANCELED":
+            return "CANCELED"
+        return "TRIGGERED"
+
+    def algo_order(self, order: Order) -> dict[str, Any]:
+        """A conditional order as Binance's algo-order endpoints show it (`/fapi/v1/algoOrder`)."""
+        inst = self.engine.instruments[order.symbol]
+        kind, stop_price, working, close = self.stop_fields(order)
+        status = self.algo_status(order)
+        ts = ms(order.ts_ns)
+        return {
+            "algoId": order.order_id,
+            "clientAlgoId": order.client_order_id or "",
+            "algoType": "CONDITIONAL",
+            "orderType": kind,
+            "symbol": self.to_binance[order.symbol],
+            "side": order.side.upper(),
+            "positionSide": "BOTH",
+            "timeInForce": "GTX" if order.post_only else order.time_in_force,
+            "quantity": self.qty(inst, order.qty_lots),
+            "algoStatus": status,
+            "actualOrderId": str(order.order_id) if status == "TRIGGERED" else "",
+            "actualPrice": self._avg(order, inst) if status == "TRIGGERED" else "0",
+            "triggerPrice": stop_price,
+            "price": self.price(inst, order.price_ticks),
+            "icebergQuantity": None,
+            "selfTradePreventionMode": STP_OUT.get(order.stp, "NONE"),
+            "workingType": working,
+            "priceMatch": "NONE",
+            "closePosition": close,
+            "priceProtect": False,
+            "reduceOnly": order.reduce_only,
+            "createTime": ts,
+            "updateTime": ts,
+            "triggerTime": 0,
+            "goodTillDate": 0,
+        }
+
+    def _avg(self, order: Order, inst: Instrument) -> str:
+        if not order.filled_lots:
+            return "0"
+        return e8_to_str(div_half_even(order.filled_value_ticks * inst.tick_size_e8, order.filled_lots))
 
     def order(self, order: Order, cum_qty: bool = False, with_time: bool = True) -> dict[str, Any]:
         """An order as `GET /fapi/v1/order` shows it (`cum_qty`: the new/cancel answer's `cumQty`)."""
         inst = self.engine.instruments[order.symbol]
         filled = order.filled_lots
-        avg = "0"
-        if filled:
-            avg = e8_to_str(div_half_even(order.filled_value_ticks * inst.tick_size_e8, filled))
-        order_type = "MARKET" if order.order_type == "market" else "LIMIT"
+        avg = self._avg(order, inst)
+        order_type, stop_price, working, close = self.stop_fields(order)
         ts = ms(order.ts_ns)
         out: dict[str, Any] = {
             "orderId": order.order_id,
@@ -122,11 +198,11 @@ class Venue:
                 "timeInForce": "GTX" if order.post_only else order.time_in_force,
                 "type": order_type,
                 "reduceOnly": order.reduce_only,
-                "closePosition": False,
+                "closePosition": close,
                 "side": order.side.upper(),
                 "positionSide": "BOTH",
-                "stopPrice": "0",
-                "workingType": "CONTRACT_PRICE",
+                "stopPrice": stop_price,
+                "workingType": working,
                 "priceProtect": False,
                 "origType": order_type,
                 "priceMatch": "NONE",

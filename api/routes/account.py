@@ -1,4 +1,5 @@
-"""The authenticated account: balances, positions, leverage, withdrawals."""
+"""The authenticated account: balances, positions, leverage, margin mode and isolated
+position margin (SPEC §12), withdrawals."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ from api.schemas import (
     BalanceOut,
     LeverageOut,
     LeverageRequest,
+    MarginModeOut,
+    MarginModeRequest,
+    PositionMarginOut,
+    PositionMarginRequest,
     PositionOut,
     WithdrawRequest,
 )
 from api.views import account_body, position_body
-from engine.commands import SetLeverage, Withdraw
+from engine.commands import AdjustPositionMargin, SetLeverage, SetMarginMode, Withdraw
 from engine.engine import Engine
 from engine.views import positions_view
 from service.format import money_str
@@ -71,6 +76,58 @@ async def leverage(
     convert.instrument(services.engine, body.symbol)
     return json_response(
         await submit(services, SetLeverage(account_id, body.symbol, body.leverage), _leverage_set)
+    )
+
+
+def _margin_mode_set(engine: Engine, events: list[Any]) -> Any:
+    err = rejection(events)
+    if err is not None:
+        return err
+    return {"symbol": events[0].symbol, "mode": events[0].mode}
+
+
+@router.post(
+    "/margin-mode",
+    response_model=MarginModeOut,
+    responses=ERROR_RESPONSES,
+    summary="Cross or isolated margin in one symbol (only with no position and no open orders there)",
+)
+async def margin_mode(
+    services: ServicesDep, account_id: AccountDep, body: MarginModeRequest
+) -> Response:
+    convert.instrument(services.engine, body.symbol)
+    return json_response(
+        await submit(services, SetMarginMode(account_id, body.symbol, body.mode), _margin_mode_set)
+    )
+
+
+def _position_margin_set(engine: Engine, events: list[Any]) -> Any:
+    err = rejection(events)
+    if err is not None:
+        return err
+    e = events[0]
+    return {
+        "symbol": e.symbol,
+        "amount": money_str(e.delta_atoms),
+        "isolated_margin": money_str(e.isolated_margin_atoms),
+        "wallet_balance": money_str(e.wallet_balance_atoms),
+    }
+
+
+@router.post(
+    "/position-margin",
+    response_model=PositionMarginOut,
+    responses=ERROR_RESPONSES,
+    summary="Add (amount > 0) or remove (< 0, down to its initial margin) an isolated position's margin",
+)
+async def position_margin(
+    services: ServicesDep, account_id: AccountDep, body: PositionMarginRequest
+) -> Response:
+    convert.instrument(services.engine, body.symbol)
+    return json_response(
+        await submit(
+            services, AdjustPositionMargin(account_id, body.symbol, body.amount), _position_margin_set
+        )
     )
 
 

@@ -101,11 +101,12 @@ async def place_order_raw(services: Services, api_key: str | None, raw: bytes) -
     except ValidationError as exc:
         raise validation_error([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
     inst = convert.instrument(services.engine, req.symbol)
+    _check_trigger_fields(req)
     command = PlaceOrder(
         account_id,
         req.symbol,
         req.side,
-        convert.lots(inst, req.qty),
+        0 if req.qty is None else convert.lots(inst, req.qty),  # 0: close_position (the engine refuses a qty there)
         None if req.price is None else convert.ticks(inst, req.price),
         req.type,
         req.time_in_force,
@@ -113,9 +114,34 @@ async def place_order_raw(services: Services, api_key: str | None, raw: bytes) -
         req.reduce_only,
         req.stp,
         req.client_order_id,
+        trigger_price_ticks=None if req.trigger_price is None else convert.trigger_ticks(inst, req.trigger_price),
+        trigger_by=req.trigger_by,
+        close_position=req.close_position,
     )
     result: dict[str, Any] = await submit(services, command, _placed(account_id))
     return result
+
+
+def _check_trigger_fields(req: PlaceOrderRequest) -> None:
+    """SPEC §12 field combinations refused at the edge (the engine checks them too), so that
+    they never reach the journal: the codes are the engine's."""
+    if req.type in ("limit", "market"):
+        if req.trigger_price is not None or req.close_position or req.trigger_by != "mark":
+            raise ApiError.reject(
+                Reject.TRIGGER_NOT_ALLOWED,
+                "trigger_price, trigger_by and close_position are for stop and take-profit orders",
+            )
+    elif req.trigger_price is None:
+        raise ApiError.reject(Reject.INVALID_TRIGGER_PRICE, "trigger_price: required for stop and take-profit orders")
+    elif req.close_position and req.type not in ("stop_market", "take_profit_market"):
+        raise ApiError.reject(Reject.TRIGGER_NOT_ALLOWED, "close_position only on stop_market and take_profit_market")
+    if req.close_position:
+        if req.qty is not None:
+            raise ApiError.reject(
+                Reject.INVALID_QUANTITY, "qty: a close_position order takes none (it closes the whole position)"
+            )
+    elif req.qty is None:
+        raise ApiError.api(400, ApiCode.VALIDATION_ERROR, "qty: field required (only a close_position order omits it)")
 
 
 @router.post(
@@ -139,7 +165,7 @@ async def place_order(request: Request) -> Response:
     "/orders",
     response_model=list[OrderOut],
     responses=ERROR_RESPONSES,
-    summary="Open orders of the account",
+    summary="Open orders of the account (untriggered stops included)",
 )
 async def open_orders(
     services: ServicesDep,
@@ -150,8 +176,8 @@ async def open_orders(
     if symbol is not None:
         convert.instrument(engine, symbol)
     acct = engine.accounts[account_id]
-    orders = sorted(
-        (o for o in acct.open_orders.values() if symbol is None or o.symbol == symbol),
+    orders = sorted(  # resting orders and untriggered stops (status `untriggered`)
+        (o for held in (acct.open_orders, acct.stop_orders) for o in held.values() if symbol is None or o.symbol == symbol),
         key=lambda o: o.order_id,
     )
     return json_response([order_body(engine, o) for o in orders])
@@ -178,6 +204,7 @@ async def _amend(services: Services, account_id: int, order: Any, body: AmendOrd
         None if body.price is None else convert.ticks(inst, body.price),
         None if body.qty is None else convert.lots(inst, body.qty),
         client_order_id=order.client_order_id if by_client_id else None,
+        trigger_price_ticks=None if body.trigger_price is None else convert.trigger_ticks(inst, body.trigger_price),
     )
     return json_response(await submit(services, command, _order_after(account_id, order.order_id)))
 
@@ -192,7 +219,7 @@ async def amend_order(
     services: ServicesDep, account_id: AccountDep, order_id: OrderId, body: AmendOrderRequest
 ) -> Response:
     order = services.engine.find_order(account_id, order_id)
-    if order is None or order.status in ("filled", "canceled"):
+    if order is None or order.status in ("filled", "canceled", "rejected"):
         raise ApiError.reject(Reject.ORDER_NOT_FOUND, f"no open order {order_id}")
     return await _amend(services, account_id, order, body, False)
 
@@ -211,10 +238,11 @@ async def amend_order_by_client_id(
 
 
 def _open_by_client_id(engine: Engine, account_id: int, client_order_id: str) -> Any:
-    """The open order of the account with this client order id (404 ORDER_NOT_FOUND if none)."""
+    """The open (or untriggered stop) order of the account with this client order id (404
+    ORDER_NOT_FOUND if none)."""
     acct = engine.accounts[account_id]
     order_id = acct.client_order_ids.get(client_order_id)
-    order = acct.open_orders.get(order_id) if order_id is not None else None
+    order = (acct.open_orders.get(order_id) or acct.stop_orders.get(order_id)) if order_id is not None else None
     if order is None:
         raise ApiError.reject(Reject.ORDER_NOT_FOUND, f"no open order with client_order_id {client_order_id!r}")
     return order

@@ -39,6 +39,8 @@ COMMAND_TYPES: dict[str, type] = {
         c.CancelOrder,
         c.CancelAllOrders,
         c.AmendOrder,
+        c.SetMarginMode,
+        c.AdjustPositionMargin,
     )
 }
 _FIELDS = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in COMMAND_TYPES.items()}

@@ -262,7 +262,8 @@ def test_exchange_info_when_fetched_has_binance_fields_and_filters(market: Marke
     btc = symbols["BTCUSD"]
     assert_shape(btc, SYMBOL_DOC, "symbols[BTCUSD]")
     assert (btc["baseAsset"], btc["quoteAsset"], btc["marginAsset"], btc["contractType"]) == ("BTC", "USD", "USD", "PERPETUAL")
-    assert btc["orderTypes"] == ["LIMIT", "MARKET"] and btc["timeInForce"] == ["GTC", "IOC", "FOK", "GTX"]
+    assert btc["orderTypes"] == ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"]
+    assert btc["timeInForce"] == ["GTC", "IOC", "FOK", "GTX"]
     filters = {f["filterType"]: f for f in btc["filters"]}
     assert {"PRICE_FILTER", "LOT_SIZE", "MARKET_LOT_SIZE", "PERCENT_PRICE", "MAX_NUM_ORDERS"} <= set(filters)
     assert filters["PRICE_FILTER"]["tickSize"] == "0.1" and filters["LOT_SIZE"]["stepSize"] == "0.001"
@@ -437,18 +438,19 @@ def test_margin_type_and_position_margin_when_cross_only_answer_binance_style(ma
     assert isolated.status_code == 400 and isolated.json()["code"] == -4168 and "not supported" in isolated.json()["msg"]
     margin = t.signed("POST", "/fapi/v1/positionMargin", {"symbol": "BTCUSD", "amount": "10", "type": 1})
     assert margin.json()["code"] == -4049
-    stop = t.signed("POST", "/fapi/v1/algoOrder", {"symbol": "BTCUSD", "side": "SELL", "type": "STOP_MARKET", "quantity": "0.1", "triggerPrice": "40000", "algoType": "CONDITIONAL"})
-    assert stop.status_code == 400 and stop.json()["code"] == -2010 and "Stop" in stop.json()["msg"]
-    stop2 = t.signed("POST", "/fapi/v1/order", {"symbol": "BTCUSD", "side": "SELL", "type": "STOP_MARKET", "quantity": "0.1", "stopPrice": "40000"})
-    assert stop2.json()["code"] == -2010
+    # trailing stops stay refused (stop and take-profit orders: test_fapi_stops.py)
+    trailing = t.signed("POST", "/fapi/v1/algoOrder", {"symbol": "BTCUSD", "side": "SELL", "type": "TRAILING_STOP_MARKET", "quantity": "0.1", "callbackRate": "1", "algoType": "CONDITIONAL"})
+    assert trailing.status_code == 400 and trailing.json()["code"] == -4136 and "Trailing" in trailing.json()["msg"]
+    trailing2 = t.signed("POST", "/fapi/v1/order", {"symbol": "BTCUSD", "side": "SELL", "type": "TRAILING_STOP_MARKET", "quantity": "0.1", "callbackRate": "1"})
+    assert trailing2.json()["code"] == -4136
     ex = t.ccxt()
     ex.load_markets()
     with pytest.raises(ccxt.MarginModeAlreadySet):  # ccxt's own class for -4046
         ex.set_margin_mode("cross", BTC)
     with pytest.raises(ccxt.ExchangeError, match="Isolated margin is not supported"):
         ex.set_margin_mode("isolated", BTC)
-    with pytest.raises(ccxt.InvalidOrder, match="Stop and take-profit"):
-        ex.fapiPrivatePostAlgoOrder({"symbol": "BTCUSD", "side": "SELL", "type": "STOP_MARKET", "quantity": "0.1", "triggerPrice": "40000", "algoType": "CONDITIONAL"})
+    with pytest.raises(ccxt.ExchangeError, match="Trailing stop orders"):
+        ex.fapiPrivatePostAlgoOrder({"symbol": "BTCUSD", "side": "SELL", "type": "TRAILING_STOP_MARKET", "quantity": "0.1", "callbackRate": "1", "algoType": "CONDITIONAL"})
 
 
 def test_capital_config_when_fetch_currencies_kept_on_load_markets_still_works(market: Market) -> None:

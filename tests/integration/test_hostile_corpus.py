@@ -46,9 +46,12 @@ class Case:
 
 
 PLACE = {"symbol": "BTC-PERP", "side": "buy", "type": "limit", "qty": "0.01", "price": "49000"}
+# SPEC §12: a stop sell below the shared service's 50,000 mark (valid: it would wait)
+PLACE_STOP = {"symbol": "BTC-PERP", "side": "sell", "type": "stop_market", "qty": "0.01", "trigger_price": "40000"}
 # (route name, method, path, auth, valid body, required fields)
 BODY_ROUTES: list[tuple[str, str, str, str, dict[str, Any], tuple[str, ...]]] = [
     ("place", "POST", "/v1/orders", "key", PLACE, ("symbol", "side", "type", "qty")),
+    ("place_stop", "POST", "/v1/orders", "key", PLACE_STOP, ("symbol", "side", "type", "qty")),
     ("amend", "PATCH", "/v1/orders/{oid}", "key", {"qty": "0.02"}, ()),
     (
         "leverage", "POST", "/v1/leverage", "key", {"symbol": "BTC-PERP", "leverage": 5},
@@ -73,6 +76,14 @@ BODY_ROUTES: list[tuple[str, str, str, str, dict[str, Any], tuple[str, ...]]] = 
         ("symbol", "price"),
     ),
     ("funding", "POST", "/v1/admin/funding", "admin", {"symbol": "BTC-PERP", "rate": "0.0001"}, ("symbol",)),
+    (
+        "margin_mode", "POST", "/v1/margin-mode", "key", {"symbol": "BTC-PERP", "mode": "isolated"},
+        ("symbol", "mode"),
+    ),
+    (
+        "position_margin", "POST", "/v1/position-margin", "key", {"symbol": "BTC-PERP", "amount": "-1"},
+        ("symbol", "amount"),
+    ),
 ]
 _ROUTE = {r[0]: r for r in BODY_ROUTES}
 
@@ -82,6 +93,8 @@ DECIMAL_FIELDS = [
     ("place", "price", "INVALID_PRICE"),
     ("amend", "qty", "INVALID_QUANTITY"),
     ("amend", "price", "INVALID_PRICE"),
+    ("place_stop", "trigger_price", "INVALID_TRIGGER_PRICE"),
+    ("amend", "trigger_price", "INVALID_TRIGGER_PRICE"),
     ("withdraw", "amount", "INVALID_AMOUNT"),
     ("deposit", "amount", "INVALID_AMOUNT"),
     ("insurance", "amount", "INVALID_AMOUNT"),
@@ -162,6 +175,37 @@ WRONG_TYPES: list[tuple[str, str, Any]] = [
     ("deposit", "amount", None), ("withdraw", "amount", None), ("insurance", "amount", None),
     ("index", "symbol", "DOGE-PERP"), ("index", "symbol", None), ("index", "price", None),
     ("funding", "symbol", "DOGE-PERP"), ("funding", "symbol", 7), ("funding", "rate_e8", 1),
+    ("margin_mode", "mode", "ISOLATED"), ("margin_mode", "mode", "portfolio"), ("margin_mode", "mode", None),
+    ("margin_mode", "mode", 1), ("margin_mode", "symbol", "DOGE-PERP"), ("margin_mode", "symbol", None),
+    ("position_margin", "amount", "1e3"), ("position_margin", "amount", True), ("position_margin", "amount", None),
+    ("position_margin", "amount", "--1"), ("position_margin", "amount", "1.000000001"),
+    ("position_margin", "amount", "9" * 64), ("position_margin", "amount", "NaN"),
+    ("position_margin", "symbol", "DOGE-PERP"), ("position_margin", "symbol", []),
+]
+# SPEC §12 stop fields refused at the edge, with the engine's codes: (name, body, error)
+BAD_STOPS: list[tuple[str, dict[str, Any], str]] = [
+    ("no_trigger", {k: v for k, v in PLACE_STOP.items() if k != "trigger_price"}, "INVALID_TRIGGER_PRICE"),
+    ("trigger_null", {**PLACE_STOP, "trigger_price": None}, "INVALID_TRIGGER_PRICE"),
+    ("trigger_off_grid", {**PLACE_STOP, "trigger_price": "40000.05"}, "INVALID_TRIGGER_PRICE"),
+    ("trigger_huge", {**PLACE_STOP, "trigger_price": "9" * 30}, "INVALID_TRIGGER_PRICE"),
+    ("trigger_by_upper", {**PLACE_STOP, "trigger_by": "MARK"}, "INVALID_TRIGGER_BY"),
+    ("trigger_by_index", {**PLACE_STOP, "trigger_by": "index"}, "INVALID_TRIGGER_BY"),
+    ("trigger_by_null", {**PLACE_STOP, "trigger_by": None}, "INVALID_TRIGGER_BY"),
+    ("trigger_by_number", {**PLACE_STOP, "trigger_by": 1}, "INVALID_TRIGGER_BY"),
+    ("close_with_qty", {**PLACE_STOP, "close_position": True}, "INVALID_QUANTITY"),
+    ("close_string", {**PLACE_STOP, "close_position": "true"}, "VALIDATION_ERROR"),
+    ("close_int", {**PLACE_STOP, "close_position": 1}, "VALIDATION_ERROR"),
+    ("close_on_stop_limit", {**PLACE_STOP, "type": "stop_limit", "price": "39000", "close_position": True},
+     "TRIGGER_NOT_ALLOWED"),
+    ("close_on_limit", {**PLACE, "close_position": True}, "TRIGGER_NOT_ALLOWED"),
+    ("trigger_on_limit", {**PLACE, "trigger_price": "40000"}, "TRIGGER_NOT_ALLOWED"),
+    ("trigger_on_market", {**PLACE, "type": "market", "price": None, "trigger_price": "40000"},
+     "TRIGGER_NOT_ALLOWED"),
+    ("trigger_by_on_limit", {**PLACE, "trigger_by": "last"}, "TRIGGER_NOT_ALLOWED"),
+    ("no_qty", {k: v for k, v in PLACE_STOP.items() if k != "qty"}, "VALIDATION_ERROR"),
+    ("trailing", {**PLACE_STOP, "type": "trailing_stop_market"}, "INVALID_ORDER_TYPE"),
+    ("type_upper", {**PLACE_STOP, "type": "STOP_MARKET"}, "INVALID_ORDER_TYPE"),
+    ("stop_limit_bad_price", {**PLACE_STOP, "type": "stop_limit", "price": "-1"}, "INVALID_PRICE"),
 ]
 METHODS = ["FOO", "PUT", "TRACE", "PROPFIND", "PURGE", "OPTIONS"]
 METHOD_PATHS = ["/v1/orders", "/v1/account", "/v1/instruments", "/v1/withdraw", "/v1/admin/deposit"]
@@ -268,6 +312,8 @@ def bad_bodies() -> Iterator[Case]:
             f"wrong_type-{route}-{name}-{_label(value)}", method, path, auth,
             _with(body, name, value), None, None,
         )
+    for label, body, error in BAD_STOPS:
+        yield Case(f"stop-{label}", "POST", "/v1/orders", "key", body, 400, error)
     for bad in ({"extra": 1}, [], b"{"):
         body_name = _label(bad)
         yield Case(f"create_account-{body_name}", "POST", "/v1/admin/accounts", "admin", bad, 400)

@@ -21,6 +21,7 @@ from typing import Any
 
 from engine import events as ev
 from engine.engine import Engine
+from engine.orders import TRIGGER_COMMAND
 
 ATOMS_PER_USD = 10**8
 
@@ -69,20 +70,56 @@ def spec_mm_atoms(symbol: str, size_lots: int, mark_ticks: int) -> Fraction:
 
 
 def spec_equity_atoms(engine: Engine, account_id: int) -> Fraction:
-    """`WB + sum(q * M - entry_value)` from the account's public state."""
+    """Cross equity: `WB + sum(q * M - entry_value)` over the cross positions (SPEC §12:
+    isolated positions have their own equity, `spec_isolated_equity_atoms`)."""
     acct = engine.accounts[account_id]
     eq = Fraction(acct.wallet_atoms)
     for sym, pos in acct.positions.items():
-        eq += spec_notional_atoms(sym, pos.size_lots, engine.marks[sym]) - pos.entry_value_atoms
+        if sym not in acct.isolated:
+            eq += spec_notional_atoms(sym, pos.size_lots, engine.marks[sym]) - pos.entry_value_atoms
     return eq
 
 
 def spec_maintenance_atoms(engine: Engine, account_id: int) -> Fraction:
+    """Maintenance of the cross positions."""
     acct = engine.accounts[account_id]
     return sum(
-        (spec_mm_atoms(sym, pos.size_lots, engine.marks[sym]) for sym, pos in acct.positions.items()),
+        (
+            spec_mm_atoms(sym, pos.size_lots, engine.marks[sym])
+            for sym, pos in acct.positions.items()
+            if sym not in acct.isolated
+        ),
         Fraction(0),
     )
+
+
+def spec_isolated_equity_atoms(engine: Engine, account_id: int, symbol: str) -> Fraction:
+    """SPEC §12: an isolated position's equity, `margin + upnl`."""
+    acct = engine.accounts[account_id]
+    pos = acct.positions.get(symbol)
+    upnl = spec_notional_atoms(symbol, pos.size_lots, engine.marks[symbol]) - pos.entry_value_atoms if pos else 0
+    return Fraction(acct.isolated[symbol]) + upnl
+
+
+def spec_parts_below(engine: Engine, account_id: int) -> list[tuple[Fraction, Fraction, str]]:
+    """(equity, maintenance rounded up to the atom, part) of every part of the account below
+    maintenance: its cross part ("") and each isolated position (by symbol)."""
+    acct = engine.accounts[account_id]
+    out = []
+    if any(s not in acct.isolated for s in acct.positions):
+        eq, mm = spec_equity_atoms(engine, account_id), spec_maintenance_atoms(engine, account_id)
+        mm_up = Fraction(-((-mm.numerator) // mm.denominator))
+        if eq < mm_up:
+            out.append((eq, mm_up, ""))
+    for sym in sorted(acct.isolated):
+        pos = acct.positions.get(sym)
+        if pos is None:
+            continue
+        eq, mm = spec_isolated_equity_atoms(engine, account_id, sym), spec_mm_atoms(sym, pos.size_lots, engine.marks[sym])
+        mm_up = Fraction(-((-mm.numerator) // mm.denominator))
+        if eq < mm_up:
+            out.append((eq, mm_up, sym))
+    return out
 
 
 def spec_adl_order(engine: Engine, symbol: str, side: int) -> list[int] | None:
@@ -100,7 +137,8 @@ def spec_adl_order(engine: Engine, symbol: str, side: int) -> list[int] | None:
         pos = acct.positions.get(symbol)
         if pos is None or (pos.size_lots > 0) != (side > 0):
             continue
-        equity = spec_equity_atoms(engine, aid)
+        # SPEC §12: an isolated position is ranked by its own equity
+        equity = spec_isolated_equity_atoms(engine, aid, symbol) if symbol in acct.isolated else spec_equity_atoms(engine, aid)
         if equity <= 0:
             ranked.append(((1, aid), aid))
             continue
@@ -130,12 +168,17 @@ def public_fingerprint(engine: Engine) -> tuple[Any, ...]:
                 a.wallet_atoms,
                 sorted((s, p.size_lots, p.entry_value_atoms) for s, p in a.positions.items()),
                 sorted(a.leverage.items()),
+                sorted(a.isolated.items()),
                 sorted(
                     (oid, o.symbol, o.side, o.price_ticks, o.qty_lots, o.remaining_lots, o.filled_lots, o.status)
                     for oid, o in a.open_orders.items()
                 ),
                 sorted(a.client_order_ids.items()),
                 list(a.closed_orders),
+                sorted(  # SPEC §12 untriggered stops
+                    (oid, o.trigger_price_ticks, o.trigger_by, o.price_ticks, o.qty_lots, o.status)
+                    for oid, o in a.stop_orders.items()
+                ),
             )
         )
     books = {s: b.depth(10**9) for s, b in sorted(engine.books.items())}
@@ -183,8 +226,10 @@ class EventLog:
 
 
 def rejection_of(events: list[Any]) -> str | None:
-    """The rejection reason name if the command was rejected (then it is the only event)."""
-    rejected = [e for e in events if isinstance(e, ev.REJECTION_TYPES)]
+    """The rejection reason name if the command was rejected (then it is the only event).
+    A stop refused when it fires (`order_rejected` with command `OrderTriggered`) is an
+    outcome of the command that moved the price, not its rejection."""
+    rejected = [e for e in events if isinstance(e, ev.REJECTION_TYPES) and e.command != TRIGGER_COMMAND]
     if not rejected:
         return None
     assert len(events) == 1, f"a rejection came with other events: {events}"
@@ -320,6 +365,9 @@ def spec_initial_margin_atoms(engine: Engine, account_id: int, extra: dict[str, 
             lev = acct.leverage.get(sym, SPEC_DEFAULT_LEVERAGE)
             im = spec_notional_atoms(sym, worst, engine.marks[sym]) / lev
             total += -((-im.numerator) // im.denominator)
+            if sym in acct.isolated:  # SPEC §12: the position's own margin is set aside already
+                held = spec_notional_atoms(sym, abs(q), engine.marks[sym]) / lev
+                total -= -((-held.numerator) // held.denominator)
     return total
 
 
@@ -380,14 +428,13 @@ def spec_order_passes_margin(
     return available >= 0
 
 
-def spec_liquidation_order(engine: Engine) -> list[int]:
-    """Accounts below maintenance now, lowest equity / maintenance first, ties by account id."""
+def spec_liquidation_order(engine: Engine) -> list[tuple[int, str]]:
+    """Parts below maintenance now, lowest equity / maintenance first, ties by account id, then
+    the cross part ("") before the isolated positions by symbol (SPEC §5, §12)."""
     below = []
     for aid, acct in engine.accounts.items():
         if aid == 0 or not acct.positions:
             continue
-        eq, mm = spec_equity_atoms(engine, aid), spec_maintenance_atoms(engine, aid)
-        mm_rounded = -((-mm.numerator) // mm.denominator)
-        if eq < mm_rounded:
-            below.append((eq / mm_rounded, aid))
-    return [aid for _, aid in sorted(below)]
+        for eq, mm, part in spec_parts_below(engine, aid):
+            below.append((eq / mm, aid, part))
+    return [(aid, part) for _, aid, part in sorted(below)]

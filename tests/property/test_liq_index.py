@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from engine.accounts import Account, Position
 from engine.instruments import Tier, default_instruments
 from engine.liq_index import LiquidationIndex, _mm_slope_ppm
-from engine.risk import equity_atoms, maintenance_atoms
+from engine.risk import equity_atoms, isolated_equity_atoms, maintenance_atoms
 from engine.units import E8
 
 INSTRUMENTS = default_instruments()
@@ -77,6 +77,68 @@ def test_every_account_below_maintenance_is_a_candidate_after_any_mark_move(
             if acct.positions and sym in acct.positions:
                 below = equity_atoms(acct, INSTRUMENTS, marks) < maintenance_atoms(acct, INSTRUMENTS, marks)
                 assert not below or aid in cands, (aid, sym, dict(marks), index._entries.get(aid))
+        stale = cands
+
+
+def _any_part_below(acct: Account, marks: dict[str, int]) -> bool:
+    """Brute force: the cross part, or one isolated position, below its maintenance (SPEC §12)."""
+    if any(s not in acct.isolated for s in acct.positions) and (
+        equity_atoms(acct, INSTRUMENTS, marks) < maintenance_atoms(acct, INSTRUMENTS, marks)
+    ):
+        return True
+    for sym in acct.isolated:
+        pos = acct.positions.get(sym)
+        if pos is not None:
+            inst = INSTRUMENTS[sym]
+            notional = inst.notional_atoms(pos.size_lots, marks[sym])
+            if isolated_equity_atoms(acct, sym, inst, marks[sym]) < inst.maintenance_atoms(notional):
+                return True
+    return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    accounts=st.lists(
+        st.tuples(st.integers(0, 300_000), legs, st.sampled_from([(), (BTC,), (ETH,), (BTC, ETH)]),
+                  st.integers(0, 100_000)),
+        min_size=1, max_size=12,
+    ),
+    moves=moves,
+)
+def test_isolated_positions_below_their_maintenance_are_candidates(
+    accounts: list[tuple[int, tuple[int, int, int, int], tuple[str, ...], int]], moves: list[tuple[str, int, int]]
+) -> None:
+    """Accounts mixing isolated and cross positions (SPEC §12): an isolated position is indexed
+    by its own liquidation price, the cross part by the cross equity alone."""
+    marks = dict(MARK0)
+    book = {}
+    for aid, (wallet, (btc, btc_px, eth, eth_px), iso, margin) in enumerate(accounts, start=1):
+        acct = _account(aid, wallet, [(BTC, btc, MARK0[BTC] * btc_px // 100), (ETH, eth, MARK0[ETH] * eth_px // 100)])
+        for sym in iso:
+            acct.isolated[sym] = margin * E8 if sym in acct.positions else 0
+        book[aid] = acct
+    index = LiquidationIndex([BTC, ETH])
+    for acct in book.values():
+        index.update(acct, INSTRUMENTS, marks)
+    stale: set[int] = set()
+    for sym, pct, scale in moves:
+        step = [1, 10, 100, 1000][scale]
+        marks[sym] = max(1, marks[sym] + pct * step * (1 if sym == ETH else 3))
+        for aid in stale:
+            index.update(book[aid], INSTRUMENTS, marks)
+        cands = index.candidates(sym, marks[sym])
+        for aid, acct in book.items():
+            if sym in acct.positions and _any_part_below(acct, marks):
+                # the part that moved: this symbol's isolated position, or the cross part
+                if sym in acct.isolated:
+                    inst = INSTRUMENTS[sym]
+                    pos = acct.positions[sym]
+                    below = isolated_equity_atoms(acct, sym, inst, marks[sym]) < inst.maintenance_atoms(
+                        inst.notional_atoms(pos.size_lots, marks[sym])
+                    )
+                else:
+                    below = equity_atoms(acct, INSTRUMENTS, marks) < maintenance_atoms(acct, INSTRUMENTS, marks)
+                assert not below or aid in cands, (aid, sym, dict(marks), acct.isolated, index._entries.get(aid))
         stale = cands
 
 

@@ -28,6 +28,20 @@ After EVERY command (`_do`) it asserts:
 - every `liquidation` leaves the account flat at wallet 0 with no open orders, and its ADL
   fills add up to its `adl_lots`, ranked 1, 2, 3, ... under the queue policy.
 
+SPEC §12 isolated margin: some traders open isolated positions, switch margin modes (mostly
+refused while a position or order is open), add and remove position margin; the replay
+follows every `position_margin_changed` (delta exact, margins rebuilt from events equal the
+engine's), liquidation order is checked per part (cross part, isolated positions), each
+isolated position is kept at or above its own maintenance, and conservation counts the
+isolated margins. Partial liquidations (`position_reduced`) are checked against the sizes.
+
+SPEC §12 stop and take-profit orders (every type, by mark and by last, reduce-only and
+close-position, protective stops on open positions) are placed, canceled and amended; the
+replay follows them from `order_accepted` (untriggered) through `order_triggered` to the
+second `order_accepted` or an `order_rejected` naming them, checks that each fired at a
+reference price (the mark, or the last trade printed so far) that reaches its trigger, and
+that the untriggered ones rebuilt from events are the engine's.
+
 A separate rule compares the engine's ADL ranking and quantiles with SPEC §6 recomputed from
 scratch. Plain tests at the end cover cross-margin bankruptcies whose ADL hurts the
 counterparty (cascades), which random runs rarely build.
@@ -48,6 +62,7 @@ from exchange_harness import (
     spec_adl_order,
     spec_equity_atoms,
     spec_in_price_band,
+    spec_isolated_equity_atoms,
     spec_liquidation_order,
     spec_maintenance_atoms,
     spec_market_limit_ticks,
@@ -68,9 +83,10 @@ from hypothesis.stateful import (
 
 from engine import commands as c
 from engine import events as ev
+from engine import stops
 from engine.engine import Engine
 from engine.instruments import default_instruments
-from engine.risk import available_atoms, equity_atoms, maintenance_atoms
+from engine.risk import available_atoms, equity_atoms, isolated_equity_atoms, maintenance_atoms
 
 BTC, ETH = "BTC-PERP", "ETH-PERP"
 SYMBOLS = st.sampled_from([BTC, ETH])
@@ -91,6 +107,11 @@ LEVERAGES = st.sampled_from([50, 20, 25, 10])
 SIZE_PCTS = st.sampled_from([100, 90, 60, 30])
 SHOCKS_PPM = st.sampled_from([100_000, 25_000, 250_000, 50_000, 15_000, 8_000])
 CLIENT_IDS = st.none() | st.sampled_from(["a", "b", "c"])
+STOP_KINDS = st.sampled_from(list(c.TRIGGER_TYPES))
+TRIGGER_BYS = st.sampled_from([c.TRIGGER_BY_MARK, c.TRIGGER_BY_LAST])
+# trigger offsets from the reference price (basis points): near ones that small drifts reach,
+# far ones that only crashes reach, and the ones already reached (refused)
+TRIGGER_BP = st.integers(-1500, 1500) | st.sampled_from([1, -1, 0, 50, -50])
 # Prices at and around the 5% price band (SPEC §3), on both sides of the mark.
 BAND_EDGES_BP = st.sampled_from([500, 501, -500, -501, 800, -800, 2000])
 # The market maker's opening quotes: (symbol, side, basis points away from the mark). Asks start
@@ -137,10 +158,16 @@ class RiskMachine(RuleBasedStateMachine):
         self.position_seen: dict[tuple[int, str], tuple[int, int]] = {}
         self.order_seen: dict[int, tuple[int, int]] = {}  # order_id -> (account_id, remaining lots)
         self.reduce_only_ids: set[int] = set()
+        self.iso_seen: dict[tuple[int, str], int] = {}  # SPEC §12 isolated margins, from the events
+        # SPEC §12: untriggered stops rebuilt from events, order_id -> (account_id, qty lots),
+        # and the ids that fired (their next order_accepted is the entry into the market)
+        self.stop_seen: dict[int, tuple[int, int]] = {}
+        self.fired: set[int] = set()
         self.client_ids_seen: dict[tuple[int, str], int] = {}
         self.ever_placed: list[tuple[int, int]] = []  # (account_id, order_id)
         self.run_counts: Counter[str] = Counter()
         self.account_ids: list[int] = []
+        self.last_seen: dict[str, int] = {}  # last trade price per symbol, from the events
         for sym, mark in MARK0.items():
             self._do(c.SetIndexPrice(sym, mark) if sym == INDEX_MARKED else c.SetMarkPrice(sym, mark))
         self.marks = dict(MARK0)
@@ -157,11 +184,14 @@ class RiskMachine(RuleBasedStateMachine):
             min_size=1,
             max_size=N_TRADERS,
         ),
+        isolated=st.lists(st.tuples(st.integers(1, N_TRADERS), SYMBOLS), max_size=N_TRADERS),
     )
     def open_accounts(self, trader_deposits: list[int], fund_usd: int, policies: tuple[str, str],
                       ladder_qtys: list[int],
-                      positions: list[tuple[int, str, str, int, int]]) -> None:
-        """A market maker with a quote ladder, funded traders, some already in levered positions."""
+                      positions: list[tuple[int, str, str, int, int]],
+                      isolated: list[tuple[int, str]]) -> None:
+        """A market maker with a quote ladder, funded traders, some already in levered
+        positions, some of those isolated (SPEC §12)."""
         for usd in [5_000_000, *trader_deposits]:
             (created,) = self._do(c.CreateAccount())
             self.account_ids.append(created.account_id)
@@ -174,6 +204,8 @@ class RiskMachine(RuleBasedStateMachine):
         for (sym, side, offset_bp), qty in zip(LADDER, ladder_qtys, strict=True):
             if qty:
                 self.mm_quote(sym, side, offset_bp, qty * (10 if offset_bp <= 10 else 1))
+        for who, sym in isolated:
+            self._do(c.SetMarginMode(self._aid(who), sym, c.MARGIN_ISOLATED))
         for who, sym, side, lev, pct in positions:
             self.open_levered(who, sym, side, lev, pct)
         self.run_counts["positions after setup"] = sum(
@@ -207,9 +239,13 @@ class RiskMachine(RuleBasedStateMachine):
         if reason == "PRICE_OUT_OF_BAND":
             assert band_ok is False, "PRICE_OUT_OF_BAND for a price inside the band"
         if liquidation_order is not None:
-            first_seen = list(dict.fromkeys(e.account_id for e in events if isinstance(e, ev.AccountLiquidated)))
-            initially_below = [aid for aid in first_seen if aid in liquidation_order]
-            assert initially_below == [aid for aid in liquidation_order if aid in initially_below], (
+            # parts: the cross part ("") or an isolated position (its symbol), SPEC §12
+            first_seen = list(dict.fromkeys(
+                (e.account_id, e.symbol if e.symbol in self.engine.accounts[e.account_id].isolated else "")
+                for e in events if isinstance(e, ev.AccountLiquidated)
+            ))
+            initially_below = [part for part in first_seen if part in liquidation_order]
+            assert initially_below == [part for part in liquidation_order if part in initially_below], (
                 f"liquidated in order {first_seen}, SPEC §5 order {liquidation_order}"
             )
         self._replay_events(events, fund_before)
@@ -227,6 +263,8 @@ class RiskMachine(RuleBasedStateMachine):
         if isinstance(command, c.PlaceOrder):
             acct = engine.accounts.get(command.account_id)
             if acct is None or command.symbol not in engine.marks or command.qty_lots <= 0:
+                return None
+            if command.order_type in c.TRIGGER_TYPES:  # SPEC §12: no margin check until it fires
                 return None
             qty = command.qty_lots
             if command.reduce_only:
@@ -293,7 +331,7 @@ class RiskMachine(RuleBasedStateMachine):
         last = engine.last_price.get(command.symbol, index)
         return sorted([index, index + basis, last])[1]
 
-    def _spec_liquidation_order_after(self, command: Any, index_mark: int | None) -> list[int] | None:
+    def _spec_liquidation_order_after(self, command: Any, index_mark: int | None) -> list[tuple[int, str]] | None:
         """For a mark move: who is below maintenance at the new mark, in SPEC §5 order."""
         if isinstance(command, c.SetIndexPrice) and index_mark is not None:
             command = c.SetMarkPrice(command.symbol, index_mark)
@@ -314,8 +352,49 @@ class RiskMachine(RuleBasedStateMachine):
         adl_lots: Counter[tuple[int, str]] = Counter()
         adl_ranks: dict[tuple[int, str], list[tuple[str, int]]] = {}
         liquidated: set[int] = set()
+        parts: set[tuple[int, str]] = set()  # (account, "" for the cross part or the isolated symbol)
         deleveraged: set[int] = set()
+        marks = dict(self.engine.marks)  # as they were when each event happened (marks move first)
+        last = dict(self.last_seen)
         for e in events:
+            if isinstance(e, ev.MarkPriceChanged):
+                marks[e.symbol] = e.price_ticks
+            elif isinstance(e, ev.OrderTriggered):
+                # SPEC §12: it fired at the mark or the last trade printed so far, which reaches it
+                assert self.stop_seen.pop(e.order_id)[0] == e.account_id, e
+                ref = marks.get(e.symbol) if e.trigger_by == c.TRIGGER_BY_MARK else last.get(e.symbol)
+                assert ref == e.reference_price_ticks, (e, ref)
+                assert stops.reached(stops.fires_on_fall(e.order_type, e.side), ref, e.trigger_price_ticks), e
+                self.fired.add(e.order_id)
+                self.run_counts["stop triggered by " + e.trigger_by] += 1
+                continue
+            elif isinstance(e, ev.OrderRejected) and e.order_id in self.fired:
+                self.fired.discard(e.order_id)
+                self.run_counts["stop rejected at trigger: " + e.reason] += 1
+                continue
+            elif isinstance(e, ev.OrderAccepted) and e.order_type in c.TRIGGER_TYPES:
+                if e.order_id not in self.fired:  # placed: untriggered, outside the book
+                    self.stop_seen[e.order_id] = (e.account_id, e.qty_lots)
+                    if e.client_order_id is not None:
+                        assert (e.account_id, e.client_order_id) not in self.client_ids_seen
+                        self.client_ids_seen[(e.account_id, e.client_order_id)] = e.order_id
+                    if e.reduce_only:
+                        self.reduce_only_ids.add(e.order_id)
+                    self.ever_placed.append((e.account_id, e.order_id))
+                    continue
+                self.fired.discard(e.order_id)  # entered the market: an order like any other
+                self.order_seen[e.order_id] = (e.account_id, e.qty_lots)
+                self.run_counts["stop entered the market"] += 1
+                continue
+            elif isinstance(e, ev.OrderCanceled) and e.order_id in self.stop_seen:
+                self.stop_seen.pop(e.order_id)
+                self.run_counts["stop canceled: " + e.reason] += 1
+                continue
+            elif isinstance(e, ev.OrderAmended) and e.order_id in self.stop_seen:
+                self.stop_seen[e.order_id] = (e.account_id, e.qty_lots)
+                continue
+            elif isinstance(e, ev.TradeExecuted):
+                last[e.symbol] = e.price_ticks
             if isinstance(e, ev.DepositMade):
                 self.deposited += e.amount_atoms
                 self.wallet_seen[e.account_id] = e.wallet_balance_atoms
@@ -339,6 +418,19 @@ class RiskMachine(RuleBasedStateMachine):
                 assert e.amount_atoms == (-paid if exact > 0 else paid), (e, exact)
                 self.wallet_seen[e.account_id] = e.wallet_balance_atoms
                 self.run_counts["funding payments"] += 1
+            elif isinstance(e, ev.PositionMarginChanged):
+                # SPEC §12: every move of an isolated margin is an event, its delta exact
+                key = (e.account_id, e.symbol)
+                assert self.iso_seen.get(key, 0) + e.delta_atoms == e.isolated_margin_atoms, e
+                self.iso_seen[key] = e.isolated_margin_atoms
+                self.wallet_seen[e.account_id] = e.wallet_balance_atoms
+                self.run_counts["isolated margin: " + e.reason] += 1
+            elif isinstance(e, ev.MarginModeChanged):
+                self.run_counts["margin mode -> " + e.mode] += 1
+            elif isinstance(e, ev.PositionReduced):
+                assert 0 < e.filled_lots <= e.qty_lots and e.reason == "partial_liquidation", e
+                assert sizes.get((e.account_id, e.symbol), 0) == e.size_after_lots, e
+                self.run_counts["partial liquidation"] += 1
             elif isinstance(e, ev.NegativeBalanceCovered):
                 self.wallet_seen[e.account_id] = e.wallet_balance_atoms
                 assert e.wallet_balance_atoms == 0
@@ -431,8 +523,11 @@ class RiskMachine(RuleBasedStateMachine):
                 if e.equity_before_atoms < 0:
                     self.run_counts["bankrupt liquidation"] += 1
                 liquidated.add(e.account_id)
+                parts.add((e.account_id, e.symbol if e.symbol in self.engine.accounts[e.account_id].isolated else ""))
         assert not adl_lots, f"ADL fills without a liquidation event: {adl_lots}"
         assert not pending_reduce
+        assert not self.fired, f"fired stops neither accepted nor rejected: {self.fired}"
+        self.last_seen = last
         # the fund's balance moves only through insurance_fund_changed events
         assert self.engine.insurance_fund.wallet_atoms - fund_before == fund_delta
         # everything rebuilt from events equals the engine's state
@@ -444,12 +539,32 @@ class RiskMachine(RuleBasedStateMachine):
                 assert self.position_seen.get((aid, sym), (0, 0)) == actual, f"account {aid} {sym} position"
             open_seen = {oid: left for oid, (owner, left) in self.order_seen.items() if owner == aid}
             assert open_seen == {oid: o.remaining_lots for oid, o in acct.open_orders.items()}, aid
-        for aid in liquidated:
+            stops_seen = {oid: qty for oid, (owner, qty) in self.stop_seen.items() if owner == aid}
+            assert stops_seen == {oid: o.qty_lots for oid, o in acct.stop_orders.items()}, aid
+            iso_seen = {sym: m for (owner, sym), m in self.iso_seen.items() if owner == aid and m}
+            assert iso_seen == {sym: m for sym, m in acct.isolated.items() if m}, aid
+        for aid, part in parts:
             acct = self.engine.accounts[aid]
-            assert not acct.positions and not acct.open_orders and acct.wallet_atoms == 0
+            if not acct.isolated:
+                assert not acct.positions and not acct.open_orders and acct.wallet_atoms == 0
+                # SPEC §5: liquidation cancels its stops
+                assert not acct.stop_orders
+            elif part:  # an isolated position, alone: its margin is gone, the rest untouched
+                assert part not in acct.positions and acct.isolated[part] == 0, (aid, part)
+            else:  # the cross part: no cross position left, no open order
+                assert all(s in acct.isolated for s in acct.positions) and not acct.open_orders, aid
 
     def _check_nobody_below_maintenance(self) -> None:
         for aid, acct in self.engine.accounts.items():
+            for sym in acct.isolated:  # SPEC §12: each isolated position against its own maintenance
+                pos = acct.positions.get(sym)
+                spec_eq = spec_isolated_equity_atoms(self.engine, aid, sym)
+                assert spec_eq >= 0, f"account {aid}: isolated {sym} ends with negative equity"
+                if pos is not None:
+                    inst = self.engine.instruments[sym]
+                    eq = isolated_equity_atoms(acct, sym, inst, self.engine.marks[sym])
+                    mm = inst.maintenance_atoms(inst.notional_atoms(pos.size_lots, self.engine.marks[sym]))
+                    assert eq == spec_eq and eq >= mm, f"account {aid}: isolated {sym} left below maintenance"
             # §5 step 5 / §7: ADL never leaves anyone below zero; flat deficits are covered
             assert spec_equity_atoms(self.engine, aid) >= 0, f"account {aid} ends with negative equity"
             if aid == 0 or not acct.positions:
@@ -466,7 +581,7 @@ class RiskMachine(RuleBasedStateMachine):
         held = 0
         sizes: Counter[str] = Counter()
         for acct in self.engine.accounts.values():
-            held += acct.wallet_atoms - sum(p.entry_value_atoms for p in acct.positions.values())
+            held += acct.wallet_atoms + sum(acct.isolated.values()) - sum(p.entry_value_atoms for p in acct.positions.values())
             for sym, p in acct.positions.items():
                 sizes[sym] += p.size_lots
         # §7 with bad debt: what the fund could not pay is a system deficit
@@ -560,6 +675,82 @@ class RiskMachine(RuleBasedStateMachine):
             mm_side = c.BUY if side == c.SELL else c.SELL
             self._place(self._aid(0), sym, mm_side, 2 * abs(size) + 1, "ioc", price, stp=c.STP_CANCEL_MAKER)
 
+    # -- rules: stop and take-profit orders (SPEC §12) ----------------------------------------
+
+    def _reference(self, sym: str, trigger_by: str) -> int:
+        """What a stop watches: the mark, or the last trade price (the mark before any trade)."""
+        if trigger_by == c.TRIGGER_BY_LAST:
+            return self.engine.last_price.get(sym, self.engine.marks[sym])
+        return self.engine.marks[sym]
+
+    @precondition(lambda self: bool(self.account_ids))
+    @rule(who=WHO, sym=SYMBOLS, side=SIDES, kind=STOP_KINDS, trigger_bp=TRIGGER_BP,
+          price_bp=st.integers(-300, 300) | BAND_EDGES_BP, qty=st.integers(1, 300), trigger_by=TRIGGER_BYS,
+          reduce_only=st.sampled_from([False, False, True]), close_position=st.sampled_from([False, False, True]),
+          tif=st.sampled_from([c.GTC, c.GTC, c.IOC, c.FOK]), post_only=st.sampled_from([False, False, True]),
+          stp=STPS, coid=CLIENT_IDS)
+    def place_stop(self, who: int, sym: str, side: str, kind: str, trigger_bp: int, price_bp: int, qty: int,
+                   trigger_by: str, reduce_only: bool, close_position: bool, tif: str, post_only: bool, stp: str,
+                   coid: str | None) -> None:
+        """Any stop / take-profit order, its trigger around the price it watches (some already
+        reached: WOULD_TRIGGER_IMMEDIATELY; some refused for their fields)."""
+        trigger = max(1, self._reference(sym, trigger_by) * (10_000 + trigger_bp) // 10_000)
+        limit_kind = kind in stops.LIMIT_TYPES
+        close = close_position and not limit_kind
+        events = self._do(c.PlaceOrder(
+            self._aid(who), sym, side, 0 if close else qty, self._price(sym, price_bp) if limit_kind else None, kind,
+            tif, post_only and limit_kind and tif == c.GTC, reduce_only, stp, coid,
+            trigger_price_ticks=trigger, trigger_by=trigger_by, close_position=close,
+        ))
+        reason = rejection_of(events)
+        on_fall = stops.fires_on_fall(kind, side)
+        ref = stops.reference_price(self.engine, sym, trigger_by)
+        if ref is not None and stops.reached(on_fall, ref, trigger) and reason not in (
+            "DUPLICATE_CLIENT_ORDER_ID", "TOO_MANY_OPEN_ORDERS", "ORDER_TOO_LARGE"
+        ):
+            assert reason == "WOULD_TRIGGER_IMMEDIATELY", (reason, ref, trigger)
+        if reason is None:
+            self.run_counts["stop placed: " + kind] += 1
+
+    @precondition(lambda self: bool(self._trader_positions(1) or self._trader_positions(-1)))
+    @rule(data=st.data(), loss_bp=st.integers(1, 150) | st.integers(1, 1200), kind=STOP_KINDS, trigger_by=TRIGGER_BYS,
+          close_position=st.booleans(), fraction_pct=st.sampled_from([100, 50, 150]))
+    def protect(self, data: st.DataObject, loss_bp: int, kind: str, trigger_by: str, close_position: bool,
+                fraction_pct: int) -> None:
+        """A trader guards its position: a reduce-only stop on the losing side (or a take-profit
+        on the winning side) of the price it watches, which crashes and squeezes then reach."""
+        held = self._trader_positions(1) + self._trader_positions(-1)
+        aid, sym = data.draw(st.sampled_from(sorted(held)), label="position")
+        size = self.engine.accounts[aid].positions[sym].size_lots
+        side = c.SELL if size > 0 else c.BUY
+        on_fall = stops.fires_on_fall(kind, side)
+        ref = self._reference(sym, trigger_by)
+        trigger = max(1, ref * (10_000 - loss_bp if on_fall else 10_000 + loss_bp) // 10_000)
+        limit_kind = kind in stops.LIMIT_TYPES
+        close = close_position and not limit_kind
+        # a limit that sells 2% under (buys 2% over) the trigger: inside the band when it fires
+        price = max(1, trigger * (9_800 if side == c.SELL else 10_200) // 10_000) if limit_kind else None
+        self._do(c.PlaceOrder(
+            aid, sym, side, 0 if close else max(1, abs(size) * fraction_pct // 100), price, kind,
+            reduce_only=True, trigger_price_ticks=trigger, trigger_by=trigger_by, close_position=close,
+        ))
+
+    @precondition(lambda self: any(a.stop_orders for a in self.engine.accounts.values()))
+    @rule(data=st.data(), trigger_bp=st.none() | TRIGGER_BP, price_bp=st.none() | st.integers(-300, 300),
+          qty=st.none() | st.integers(0, 400))
+    def amend_stop(self, data: st.DataObject, trigger_bp: int | None, price_bp: int | None, qty: int | None) -> None:
+        """Move an untriggered stop's trigger (maybe to where it is already reached), price, qty."""
+        waiting = sorted((o.order_id, o.account_id) for a in self.engine.accounts.values() for o in a.stop_orders.values())
+        oid, aid = data.draw(st.sampled_from(waiting), label="stop")
+        order = self.engine.accounts[aid].stop_orders[oid]
+        trigger = None
+        if trigger_bp is not None:
+            trigger = max(1, self._reference(order.symbol, order.trigger_by) * (10_000 + trigger_bp) // 10_000)
+        price = None if price_bp is None else self._price(order.symbol, price_bp)
+        events = self._do(c.AmendOrder(aid, oid, price, qty, trigger_price_ticks=trigger))
+        if rejection_of(events) is None:
+            self.run_counts["stop amended"] += 1
+
     @precondition(lambda self: bool(self.ever_placed))
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
@@ -607,6 +798,35 @@ class RiskMachine(RuleBasedStateMachine):
     @rule(who=WHO, sym=SYMBOLS, lev=st.integers(0, 60))
     def set_leverage(self, who: int, sym: str, lev: int) -> None:
         self._do(c.SetLeverage(self._aid(who), sym, lev))
+
+    @precondition(lambda self: bool(self.account_ids))
+    @rule(who=st.integers(1, N_TRADERS), sym=SYMBOLS,
+          mode=st.sampled_from([c.MARGIN_ISOLATED, c.MARGIN_ISOLATED, c.MARGIN_CROSS, "bogus"]), flatten=st.booleans())
+    def set_margin_mode(self, who: int, sym: str, mode: str, flatten: bool) -> None:
+        """SPEC §12: only with no position and no open orders in the symbol; `flatten` first
+        cancels the trader's orders there and closes its position against the maker."""
+        aid = self._aid(who)
+        if flatten:
+            self._do(c.CancelAllOrders(aid, sym))
+            size = self.engine.accounts[aid].size(sym)
+            if size:
+                price = self._price(sym, 100 if size < 0 else -100)
+                self._place(self._aid(0), sym, c.BUY if size > 0 else c.SELL, abs(size), "gtc", price)
+                self._place(aid, sym, c.SELL if size > 0 else c.BUY, abs(size), "ioc", price, reduce_only=True)
+        self._do(c.SetMarginMode(aid, sym, mode))
+
+    @precondition(lambda self: bool(self.account_ids))
+    @rule(who=st.integers(1, N_TRADERS), sym=SYMBOLS, pct=st.sampled_from([-100, -50, -10, 10, 50, 100, 0]))
+    def adjust_position_margin(self, who: int, sym: str, pct: int) -> None:
+        """SPEC §12: add (up to `available`) or remove (down to the initial margin) a share of
+        the isolated margin; refused on cross symbols, without a position, or for 0."""
+        # mostly an isolated position that exists: the who-th of them, when there are any
+        held = [(aid, s) for aid in self.account_ids[1:] for s in sorted(self.engine.accounts[aid].isolated)
+                if s in self.engine.accounts[aid].positions]
+        aid, sym = held[who % len(held)] if held else (self._aid(who), sym)
+        acct = self.engine.accounts[aid]
+        base = acct.isolated.get(sym) or acct.wallet_atoms or 1
+        self._do(c.AdjustPositionMargin(acct.account_id, sym, base * pct // 100))
 
     @rule(sym=SYMBOLS, policy=st.sampled_from([c.ADL_QUEUE, c.ADL_PRO_RATA, c.ADL_PRO_RATA, "bogus"]))
     def set_adl_policy(self, sym: str, policy: str) -> None:
@@ -705,6 +925,15 @@ def test_risk_machine_when_derandomized_reaches_liquidation_and_adl() -> None:
     # SPEC §12: funding rounds pay, and index updates move ETH's mark into liquidations
     assert REACHED["funding payments"] >= 1 and REACHED["funding_rate_changed"] >= 1, REACHED
     assert REACHED["index_price_changed"] >= REACHED["runs"], REACHED
+    # SPEC §12: stops fire by mark and by last, enter the market, and some are refused then
+    assert REACHED["stop triggered by mark"] >= 1 and REACHED["stop triggered by last"] >= 1, REACHED
+    assert REACHED["stop entered the market"] >= 1 and REACHED["stop amended"] >= 1, REACHED
+    assert any(k.startswith("stop rejected at trigger") for k in REACHED), REACHED
+    # SPEC §12: isolated positions open, take and give margin, are liquidated alone; partial liquidation
+    assert REACHED["isolated margin: trade"] >= 1 and REACHED["isolated margin: user"] >= 1, REACHED
+    assert REACHED["isolated margin: liquidation"] >= 1, REACHED
+    # (partial liquidation needs positions past the first tier, rare in random runs: see
+    # test_isolated_tier2_position_partially_liquidated_and_saved below)
 
 
 # -- cross-margin bankruptcies: ADL that hurts the counterparty ------------------------------
@@ -826,3 +1055,32 @@ def test_liquidation_when_book_is_thin_splits_between_book_and_adl() -> None:
     assert m.run_counts["liquidation split book + ADL"] == 1
     (liq,) = [e for e in events if isinstance(e, ev.AccountLiquidated)]
     assert (liq.book_fill_lots, liq.adl_lots, liq.insurance_fund_delta_atoms) == (20, 80, -usd_atoms("20.3"))
+
+
+def test_isolated_tier2_position_partially_liquidated_and_saved() -> None:
+    """Through the machine's checks (SPEC §12): A buys 5 BTC at 30,000 isolated at 20x
+    (notional 150,000: tier 2; margin 7,500, fee 75, wallet 10,000 - 7,575 = 2,425). The
+    maker bids 5 BTC at 28,640. Mark 28,650: isolated equity 7,500 - 6,750 = 750 < MM
+    1% x 143,250 - 500 = 932.5. Partial liquidation keeps floor(100,000 / 28.65) = 3,490 lots
+    and sells 1.51 BTC at 28,640: realized 1.51 x -1,360 = -2,053.6, fee 21.6232; the closed
+    part's share of the margin, floor(7,500 x 1,510 / 5,000) = 2,265, goes to the wallet:
+    2,425 + 2,265 - 2,053.6 - 21.6232 = 2,614.7768; margin 5,235. Left: 3.49 BTC, upnl
+    3.49 x -1,350 = -4,711.5, equity 523.5 >= MM 0.5% x 99,988.5 = 499.9425: saved."""
+    m = RiskMachine()
+    mm, a = (m._do(c.CreateAccount())[0].account_id for _ in range(2))
+    m.account_ids = [mm, a]
+    m._do(c.Deposit(mm, usd_atoms(5_000_000)))
+    m._do(c.Deposit(a, usd_atoms(10_000)))
+    m._do(c.SetLeverage(a, BTC, 20))
+    m._do(c.SetMarginMode(a, BTC, c.MARGIN_ISOLATED))
+    m._do(c.PlaceOrder(mm, BTC, c.SELL, 5_000, MARK0[BTC]))
+    m._do(c.PlaceOrder(a, BTC, c.BUY, 5_000, MARK0[BTC], c.LIMIT, c.IOC))
+    acct = m.engine.accounts[a]
+    assert (acct.wallet_atoms, acct.isolated[BTC]) == (usd_atoms(2_425), usd_atoms(7_500))
+    m._do(c.PlaceOrder(mm, BTC, c.BUY, 5_000, 286_400))
+    events = m._do(c.SetMarkPrice(BTC, 286_500))
+    assert m.run_counts["partial liquidation"] == 1 and m.run_counts["liquidation"] == 0
+    (reduced,) = [e for e in events if isinstance(e, ev.PositionReduced)]
+    assert (reduced.qty_lots, reduced.filled_lots, reduced.size_after_lots) == (1_510, 1_510, 3_490)
+    assert acct.isolated[BTC] == usd_atoms(5_235)
+    assert acct.wallet_atoms == usd_atoms("2614.7768")

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from service import demo
-from service.demo import Report
+from service import demo, demo_process, demo_report
+from service.demo_report import Report
 
 NAMES = {0: "insurance fund", 3: "ben", 4: "cat", 5: "dan", 6: "eve"}
 
@@ -56,7 +56,7 @@ def _fill(**over: Any) -> dict[str, Any]:
 
 
 def test_liquidation_line_when_negative_equity_account_fills_above_bankruptcy_explains_the_fund_gain() -> None:
-    line = demo.liquidation_line(_liq(), NAMES)
+    line = demo_report.liquidation_line(_liq(), NAMES)
     assert line.startswith("  LIQUIDATED ben #3: long 2.02 BTC at mark 8990.8")
     assert "equity before -79.0161585" in line and "bankruptcy price 9029.91691015" in line
     # (9404.8 - 9029.91691015) * 0.05 = 18.74415...: the fund's gain is the book fill's
@@ -93,11 +93,11 @@ def test_liquidation_line_when_negative_equity_account_fills_above_bankruptcy_ex
 def test_liquidation_line_when_book_fill_varies_names_it_against_the_bankruptcy_price(
     over: dict[str, Any], expected: str
 ) -> None:
-    assert expected in demo.liquidation_line(_liq(**over), NAMES)
+    assert expected in demo_report.liquidation_line(_liq(**over), NAMES)
 
 
 def test_adl_line_when_printed_shows_rank_policy_price_and_haircut() -> None:
-    line = demo.adl_line(_fill(policy="capped_pro_rata", rank=2), NAMES)
+    line = demo_report.adl_line(_fill(policy="capped_pro_rata", rank=2), NAMES)
     assert line.startswith("  ADL rank 2 (capped_pro_rata): dan #5 (short) closes 1.97 BTC at 9029.91691015 against ben #3")
     assert "haircut 77.060313" in line and "left -0.03 BTC" in line
 
@@ -115,7 +115,7 @@ def test_summary_when_run_had_liquidations_counts_them_and_ranks_deleveraged_acc
     report.ws_notices.update(liquidations=2, adl=3)
     accounts = [("dan", {"wallet_balance": "6871.45", "equity": "6946.25", "positions": [{"symbol": "BTC-PERP", "size": "-0.05", "adl_quantile": 3}]}),
                 ("ben", {"wallet_balance": "0", "equity": "0", "positions": []})]
-    lines = demo.summary_lines(report, NAMES, {"balance": "211.4883995", "bad_debt": "0"}, accounts)
+    lines = demo_report.summary_lines(report, NAMES, {"balance": "211.4883995", "bad_debt": "0"}, accounts)
     text = "\n".join(lines)
     assert "liquidations: 2 (book fills 0.15 BTC, ADL 3.87 BTC); ADL fills: 3" in text
     assert "insurance fund: 200 -> 211.4883995 USD (+11.4883995); bad debt 0 this run, 0 in total" in text
@@ -128,7 +128,7 @@ def test_summary_when_run_had_liquidations_counts_them_and_ranks_deleveraged_acc
 
 def test_summary_when_service_stopped_answering_still_reports_the_run_from_its_own_record() -> None:
     report = Report(liquidations=[_liq(bad_debt="2.5")], failure="the service stopped answering")
-    text = "\n".join(demo.summary_lines(report, NAMES, None, [("ben", None)]))
+    text = "\n".join(demo_report.summary_lines(report, NAMES, None, [("ben", None)]))
     assert "insurance fund: +18.7441545 USD from the liquidations; bad debt 2.5" in text
     assert "ben  (the service did not answer)" in text
     assert "stopped early: the service stopped answering" in text
@@ -149,13 +149,13 @@ def test_summary_when_service_stopped_answering_still_reports_the_run_from_its_o
 def test_admin_token_when_chosen_is_the_sandbox_one_only_on_loopback_without_a_given_one(
     host: str, given: str | None, expected: str
 ) -> None:
-    assert demo.admin_token_for(host, given) == expected
+    assert demo_process.admin_token_for(host, given) == expected
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "exchange.example"])
 def test_admin_token_when_bound_beyond_loopback_without_a_given_one_is_random(host: str) -> None:
-    first, second = demo.admin_token_for(host, None), demo.admin_token_for(host, None)
-    assert first != second and demo.SANDBOX_ADMIN_TOKEN not in (first, second)
+    first, second = demo_process.admin_token_for(host, None), demo_process.admin_token_for(host, None)
+    assert first != second and demo_process.SANDBOX_ADMIN_TOKEN not in (first, second)
     assert len(first) >= 16  # what the service accepts (SPEC §10a)
 
 
@@ -171,9 +171,9 @@ def test_port_busy_message_when_port_is_listened_on_names_a_free_port_and_the_co
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        error = demo.bind_error("127.0.0.1", port)
+        error = demo_process.bind_error("127.0.0.1", port)
         assert error is not None
-        message = demo.port_busy_message("127.0.0.1", port, error)
+        message = demo_process.port_busy_message("127.0.0.1", port, error)
     assert "\n" not in message
     assert message.startswith(f"error: port {port} on 127.0.0.1 is in use (another sandbox?); run ")
     fix = message.rsplit("run ", 1)[1]
@@ -200,28 +200,28 @@ exchange_trades_total{symbol="BTC-PERP"} 12.0
 
 
 def test_funding_totals_when_read_from_metrics_give_rounds_money_and_the_last_rate() -> None:
-    metrics = demo.parse_metrics(METRICS)
+    metrics = demo_report.parse_metrics(METRICS)
     assert metrics["exchange_index_price"] == {"BTC-PERP": 10003.6}
-    got = demo.funding_totals(metrics, "BTC-PERP")
-    assert got == demo.FundingTotals(3, Decimal("17.28000003"), Decimal("17.28"), Decimal("-0.0002"))
-    assert demo.funding_totals(demo.parse_metrics("exchange_trades_total 1.0\n"), "BTC-PERP") is None
-    start = demo.FundingTotals(1, Decimal("5.76"), Decimal("5.76"), Decimal("0.0001"))
-    assert got.since(start) == demo.FundingTotals(2, Decimal("11.52000003"), Decimal("11.52"), Decimal("-0.0002"))
+    got = demo_report.funding_totals(metrics, "BTC-PERP")
+    assert got == demo_report.FundingTotals(3, Decimal("17.28000003"), Decimal("17.28"), Decimal("-0.0002"))
+    assert demo_report.funding_totals(demo_report.parse_metrics("exchange_trades_total 1.0\n"), "BTC-PERP") is None
+    start = demo_report.FundingTotals(1, Decimal("5.76"), Decimal("5.76"), Decimal("0.0001"))
+    assert got.since(start) == demo_report.FundingTotals(2, Decimal("11.52000003"), Decimal("11.52"), Decimal("-0.0002"))
 
 
 @pytest.mark.parametrize(
     ("totals", "interval_s", "expected"),
     [
         (None, None, "funding: not reported by this service (no exchange_funding_* in its /metrics)"),
-        (demo.FundingTotals(), 60, "funding: no round of BTC-PERP during this run (rounds every 60 s)"),
+        (demo_report.FundingTotals(), 60, "funding: no round of BTC-PERP during this run (rounds every 60 s)"),
         (
-            demo.FundingTotals(2, Decimal("11.52000003"), Decimal("11.52"), Decimal("0.0001")),
+            demo_report.FundingTotals(2, Decimal("11.52000003"), Decimal("11.52"), Decimal("0.0001")),
             60,
             "funding: 2 rounds of BTC-PERP (every 60 s; last rate +0.0100%): payers paid 11.52 USD, "
             "receivers got 11.52 USD (0.00 USD of rounding to the insurance fund)",
         ),
         (
-            demo.FundingTotals(1, Decimal("1"), Decimal("0.99"), None),
+            demo_report.FundingTotals(1, Decimal("1"), Decimal("0.99"), None),
             None,
             "funding: 1 round of BTC-PERP: payers paid 1.00 USD, receivers got 0.99 USD (0.01 USD of "
             "rounding to the insurance fund)",
@@ -230,21 +230,21 @@ def test_funding_totals_when_read_from_metrics_give_rounds_money_and_the_last_ra
     ids=["not-reported", "no-round", "rounds", "no-rate-no-interval"],
 )
 def test_funding_summary_when_printed_says_rounds_paid_received_and_the_rounding(
-    totals: demo.FundingTotals | None, interval_s: int | None, expected: str
+    totals: demo_report.FundingTotals | None, interval_s: int | None, expected: str
 ) -> None:
-    assert demo.funding_summary(totals, interval_s) == expected
+    assert demo_report.funding_summary(totals, interval_s) == expected
 
 
 def test_funding_round_line_when_the_rate_is_negative_says_shorts_pay_longs() -> None:
-    line = demo.funding_round_line("BTC-PERP", demo.FundingTotals(1, Decimal("2"), Decimal("2"), Decimal("-0.0002")))
+    line = demo_report.funding_round_line("BTC-PERP", demo_report.FundingTotals(1, Decimal("2"), Decimal("2"), Decimal("-0.0002")))
     assert line == "a funding round of BTC-PERP, rate -0.0200% (shorts pay longs): paid 2.00 USD, received 2.00 USD"
 
 
 def test_summary_when_funding_was_seen_reports_it_after_the_insurance_fund() -> None:
-    report = Report(fund_start=Decimal("200"), funding=demo.FundingTotals(1, Decimal("1"), Decimal("1"), Decimal("0.0001")))
+    report = Report(fund_start=Decimal("200"), funding=demo_report.FundingTotals(1, Decimal("1"), Decimal("1"), Decimal("0.0001")))
     accounts = [("ann", {"wallet_balance": "4999", "equity": "4990", "positions": [
         {"symbol": "BTC-PERP", "size": "1.75", "adl_quantile": 2, "funding": "-1.75"}]})]
-    lines = demo.summary_lines(report, NAMES, {"balance": "200", "bad_debt": "0"}, accounts, 60)
+    lines = demo_report.summary_lines(report, NAMES, {"balance": "200", "bad_debt": "0"}, accounts, 60)
     assert lines[3].startswith("insurance fund: ") and lines[4].startswith("funding: 1 round of BTC-PERP (every 60 s;")
     assert lines[-1].endswith("1.75 BTC, ADL quantile 2, funding -1.75")
 
@@ -268,12 +268,12 @@ def test_crash_option_when_not_a_shipped_depth_names_the_choices(given: str) -> 
 
 
 def test_sandbox_env_when_the_demo_starts_its_service_names_config_feed_speed_and_loop() -> None:
-    calm = demo.sandbox_env(demo.CALM_FEED, 1.0)
+    calm = demo_process.sandbox_env(demo_process.CALM_FEED, 1.0)
     assert calm == {
-        "EXCHANGE_CONFIG": str(demo.SANDBOX_CONFIG),
-        "EXCHANGE_PRICE_FEED": str(demo.CALM_FEED),
+        "EXCHANGE_CONFIG": str(demo_process.SANDBOX_CONFIG),
+        "EXCHANGE_PRICE_FEED": str(demo_process.CALM_FEED),
         "EXCHANGE_FEED_SPEED": "1.0",
         "EXCHANGE_FEED_LOOP": "1",
     }
-    crash = demo.sandbox_env(demo.CRASH_FEEDS["25%"].path, 20.0)
+    crash = demo_process.sandbox_env(demo.CRASH_FEEDS["25%"].path, 20.0)
     assert crash["EXCHANGE_FEED_LOOP"] == "0" and crash["EXCHANGE_FEED_SPEED"] == "20.0"
