@@ -113,7 +113,7 @@ class ExchangeClient:
         self,
         symbol: str,
         side: str,
-        qty: Num,
+        qty: Num | None,
         price: Num | None = None,
         type: str | None = None,
         time_in_force: str | None = None,
@@ -121,18 +121,29 @@ class ExchangeClient:
         reduce_only: bool | None = None,
         stp: str | None = None,
         client_order_id: str | None = None,
+        trigger_price: Num | None = None,
+        trigger_by: str | None = None,
+        close_position: bool | None = None,
     ) -> Json:
-        """Submit an order; returns it after matching (status, fills, avg_price)."""
-        body: Json = {"symbol": symbol, "side": side, "qty": _num(qty)}
+        """Submit an order; returns it after matching (status, fills, avg_price). A stop or
+        take-profit `type` (`stop_market`, ...) takes `trigger_price`, `trigger_by` (mark or
+        last) and `close_position` (then `qty` is None) and answers `status: untriggered`."""
+        body: Json = {"symbol": symbol, "side": side}
+        if qty is not None:
+            body["qty"] = _num(qty)
         body["type"] = type or ("limit" if price is not None else "market")
         if price is not None:
             body["price"] = _num(price)
+        if trigger_price is not None:
+            body["trigger_price"] = _num(trigger_price)
         for key, value in (
             ("time_in_force", time_in_force),
             ("post_only", post_only),
             ("reduce_only", reduce_only),
             ("stp", stp),
             ("client_order_id", client_order_id),
+            ("trigger_by", trigger_by),
+            ("close_position", close_position),
         ):
             if value is not None:
                 body[key] = value
@@ -169,6 +180,14 @@ class ExchangeClient:
 
     async def set_leverage(self, symbol: str, leverage: int) -> Json:
         return await self._call("POST", "/v1/leverage", {"symbol": symbol, "leverage": leverage})  # type: ignore[no-any-return]
+
+    async def set_margin_mode(self, symbol: str, mode: str) -> Json:
+        """`cross` or `isolated` (only with no position and no open orders in the symbol)."""
+        return await self._call("POST", "/v1/margin-mode", {"symbol": symbol, "mode": mode})  # type: ignore[no-any-return]
+
+    async def position_margin(self, symbol: str, amount: Num) -> Json:
+        """Add (> 0) or remove (< 0) margin of an isolated position."""
+        return await self._call("POST", "/v1/position-margin", {"symbol": symbol, "amount": _num(amount)})  # type: ignore[no-any-return]
 
     async def withdraw(self, amount: Num) -> Json:
         return await self._call("POST", "/v1/withdraw", {"amount": _num(amount)})  # type: ignore[no-any-return]

@@ -14,7 +14,10 @@ A market maker quotes five levels a side around the current mark (read from
 `GET /v1/instruments` before every requote); while the mark moves more than 0.5% within ten
 seconds it pulls back to three quotes of 0.05 BTC a side, as makers do in a crash, so a
 liquidation meets a thin book and ADL closes what it does not take. Five traders open
-positions at different leverage (three long, two short) and then trade a little. Liquidations and ADL fills arrive
+positions at different leverage (three long, two short) and then trade a little; cat trades
+isolated (her liquidation takes only her position's margin), ann protects her long with a
+take-profit 4% up, dan and eve their shorts with stop-losses 5% and 2.5% up (SPEC §12 orders
+that close the whole position when the mark reaches them; a line says when one fires). Liquidations and ADL fills arrive
 on the WebSocket (`liquidations`, `adl`) and are printed as they come: every liquidation
 line shows the book fill (how much the fund sold into the book, at what average price
 against the bankruptcy price: a fill above it is why the fund can gain on an account whose
@@ -72,6 +75,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -155,18 +159,23 @@ class Trader:
     deposit: int
     leverage: int
     side: str  # buy = long, sell = short
+    # a protective order placed once the position is open (SPEC §12): (type, trigger as a
+    # multiple of the entry price), closing the whole position when the mark reaches it
+    protect: tuple[str, Decimal] | None = None
+    isolated: bool = False  # trades in isolated margin: a liquidation takes only the position's margin
     account_id: int = 0
     api_key: str = ""
     client: ExchangeClient | None = None
+    stop_order_id: int | None = None  # its protective order while it waits
 
 
 
 TRADERS = (
-    Trader("ann", 5_000, 5, "buy"),
+    Trader("ann", 5_000, 5, "buy", protect=("take_profit_market", Decimal("1.04"))),
     Trader("ben", 2_000, 20, "buy"),
-    Trader("cat", 1_000, 50, "buy"),
-    Trader("dan", 5_000, 10, "sell"),
-    Trader("eve", 3_000, 25, "sell"),
+    Trader("cat", 1_000, 50, "buy", isolated=True),
+    Trader("dan", 5_000, 10, "sell", protect=("stop_market", Decimal("1.05"))),
+    Trader("eve", 3_000, 25, "sell", protect=("stop_market", Decimal("1.025"))),
 )
 
 
@@ -195,7 +204,7 @@ class Demo:
         self.funding_interval_s: int | None = FUNDING_INTERVAL_S if own_feed else None
         self.funding_start: FundingTotals | None = None
         self.funding_seen: FundingTotals | None = None
-        self.traders = [Trader(t.name, t.deposit, t.leverage, t.side) for t in TRADERS]
+        self.traders = [dataclasses.replace(t) for t in TRADERS]  # fresh ones: they hold state
         self.maker: Trader = Trader("maker", 2_000_000, 10, "both")
         self.names: dict[int, str] = {0: "insurance fund"}
         self.report = Report()
@@ -220,9 +229,15 @@ class Demo:
             await self.admin.deposit(acct.account_id, t.deposit)
             if t.side != "both":
                 await t.client.set_leverage(SYMBOL, t.leverage)
+            if t.isolated:
+                await t.client.set_margin_mode(SYMBOL, "isolated")
         self.say(
             "accounts: "
-            + ", ".join(f"{t.name}=#{t.account_id} ({t.deposit} USD, {t.leverage}x {'long' if t.side == 'buy' else 'short'})" for t in self.traders)
+            + ", ".join(
+                f"{t.name}=#{t.account_id} ({t.deposit} USD, {t.leverage}x {'long' if t.side == 'buy' else 'short'}"
+                f"{', isolated' if t.isolated else ''})"
+                for t in self.traders
+            )
             + f", maker=#{self.maker.account_id}; insurance fund topped up with 200 USD"
         )
         self.funding_start = self.funding_seen = await self.funding_now()
@@ -328,10 +343,41 @@ class Demo:
                     SYMBOL, t.side, qty, price=_tick(self.mark * through), time_in_force="IOC"
                 )
                 self.say(f"{t.name} {'buys' if t.side == 'buy' else 'sells'} {order['filled_qty']} BTC at {order['avg_price']}")
+                if t.protect is not None and order["avg_price"] is not None:
+                    await self.protect(t, Decimal(order["avg_price"]))
             except ApiError as err:
                 self.say(f"{t.name}: {err.error} ({err.message})")
             await self.read_mark()
             await self.quote()
+
+    async def protect(self, t: Trader, entry: Decimal) -> None:
+        """The trader's protective order (SPEC §12): a stop-loss or take-profit that closes
+        the whole position when the mark reaches `entry` x its multiple; it rests outside the
+        book and reserves no margin until then."""
+        assert t.client is not None and t.protect is not None
+        kind, multiple = t.protect
+        trigger = _tick(entry * multiple)
+        side = "sell" if t.side == "buy" else "buy"
+        order = await t.client.place_order(
+            SYMBOL, side, None, type=kind, trigger_price=trigger, trigger_by="mark", close_position=True
+        )
+        t.stop_order_id = order["order_id"]
+        what = "stop-loss" if kind == "stop_market" else "take-profit"
+        self.say(f"  {t.name} places a {what} ({kind}, close position) triggered by the mark at {trigger}")
+
+    async def check_stops(self) -> None:
+        """Print a protective order once it has fired (its status is no longer `untriggered`)."""
+        for t in self.traders:
+            if t.stop_order_id is None or t.client is None:
+                continue
+            order = await t.client.order(t.stop_order_id)
+            if order["status"] == "untriggered":
+                continue
+            t.stop_order_id = None
+            self.say(
+                f"  {t.name}'s {order['type']} triggered: {order['status']}, {order['filled_qty']} BTC"
+                f"{' at ' + str(order['avg_price']) if order['avg_price'] is not None else ''}"
+            )
 
     async def tick(self) -> None:
         """Requote around the mark of now; maybe one seeded trader order."""
@@ -356,6 +402,7 @@ class Demo:
             self.say("  " + funding_round_line(SYMBOL, funding.since(self.funding_seen)))
         if funding is not None:
             self.funding_seen = funding
+        await self.check_stops()
 
     async def admin_crash(self, pct: Decimal, steps: int = 5) -> None:
         """Against --url on an admin-marked symbol: thin the book, move the mark down P% by admin."""

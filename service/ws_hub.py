@@ -135,6 +135,7 @@ _ACCOUNT_EVENTS = (
     ev.OrderTriggered,  # SPEC §12: the owner's stop fired (order_accepted / order_rejected follow)
     ev.MarginModeChanged,
     ev.PositionMarginChanged,
+    ev.PositionReduced,
 )
 _FUNDING_EVENTS = (ev.IndexPriceChanged, ev.FundingRateChanged)  # -> `funding:<symbol>`
 _BOOK_EVENTS = frozenset((ev.OrderAccepted, ev.OrderCanceled, ev.OrderAmended, ev.TradeExecuted))
@@ -438,13 +439,6 @@ class WsHub:
                     self._send(
                         accounts[event.account_id], "account", event.seq, data or self._typed(event)
                     )
-            elif cls is ev.PositionReduced:  # partial liquidation: public notice + the owner's
-                data = None
-                if "liquidations" in channels:
-                    data = self._typed(event)
-                    self._send(channels["liquidations"], "liquidations", event.seq, data)
-                if event.account_id in accounts:
-                    self._send(accounts[event.account_id], "account", event.seq, data or self._typed(event))
             elif cls is ev.PositionDeleveraged:
                 data = None
                 if "adl" in channels:

@@ -29,6 +29,7 @@ PUBLIC_TYPES = frozenset(
         "index_price_changed",
         "funding_rate_changed",
         "liquidation",
+        "position_reduced",
         "adl",
         "insurance_fund_changed",
     }

@@ -44,3 +44,29 @@ async def test_client_when_trading_round_trip_matches_the_http_contract(service:
                     seen.add(msg["data"]["type"])
             acct = await admin.admin_account(taker.account_id)
             assert acct["positions"][0]["size"] == "1"
+
+
+async def test_client_when_protecting_an_isolated_position_with_a_stop(service: ServiceProcess) -> None:
+    """What the demo does for its traders (SPEC §12): isolated margin, a close-position stop."""
+    async with ExchangeClient(service.base_url, admin_token=ADMIN_TOKEN) as admin:
+        await admin.set_mark_price("ETH-PERP", "2000")
+        maker, trader = await admin.create_account(), await admin.create_account()
+        await admin.deposit(maker.account_id, "50000")
+        await admin.deposit(trader.account_id, "1000")
+        async with ExchangeClient(service.base_url, api_key=maker.api_key) as m, ExchangeClient(
+            service.base_url, api_key=trader.api_key
+        ) as t:
+            assert await t.set_margin_mode("ETH-PERP", "isolated") == {"symbol": "ETH-PERP", "mode": "isolated"}
+            await m.place_order("ETH-PERP", "sell", "1", price="2000")
+            await t.place_order("ETH-PERP", "buy", "1", price="2000", time_in_force="IOC")
+            # isolated at the default 10x: 2000 / 10 = 200 moves into the position's margin
+            (pos,) = await t.positions()
+            assert (pos["margin_mode"], pos["isolated_margin"]) == ("isolated", "200")
+            added = await t.position_margin("ETH-PERP", "50")
+            assert added["isolated_margin"] == "250"
+            stop = await t.place_order(
+                "ETH-PERP", "sell", None, type="stop_market", trigger_price="1900", close_position=True
+            )
+            assert stop["status"] == "untriggered"
+            (listed,) = await t.open_orders("ETH-PERP")
+            assert listed["order_id"] == stop["order_id"]
