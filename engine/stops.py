@@ -91,7 +91,7 @@ class StopBook:
     comparisons (placement and amend refuse a trigger the current price already reaches, so
     a price once checked stays quiet until it moves)."""
 
-    __slots__ = ("checked", "count", "lists", "orders", "tops")
+    __slots__ = ("active", "checked", "count", "lists", "orders", "tops")
 
     def __init__(self, symbols: list[str]) -> None:
         # (symbol, trigger_by) -> (fall list keyed (-trigger, id), rise list keyed (trigger, id))
@@ -103,23 +103,27 @@ class StopBook:
         # (symbol, trigger_by) -> [highest fall trigger, lowest rise trigger], only while non-empty
         self.tops: dict[tuple[str, str], list[int | None]] = {}
         self.checked: dict[tuple[str, str], int] = {}
+        self.active: list[tuple[str, str]] = []  # the keys of `tops`, in scan order
 
     def __setstate__(self, state: Any) -> None:
         """Unpickle (snapshots), also one written before `tops` and `checked` existed."""
         for name, value in (state[1] if isinstance(state, tuple) else state).items():
             setattr(self, name, value)
-        if not hasattr(self, "tops"):
-            self.tops, self.checked = {}, {}
+        if not hasattr(self, "active"):
+            self.tops, self.checked, self.active = {}, {}, []
             for key in self.lists:
                 self._retop(key)
 
     def _retop(self, key: tuple[str, str]) -> None:
         fall, rise = self.lists[key]
         if fall or rise:
+            if key not in self.tops:
+                self.active = sorted([*self.active, key], key=lambda k: (k[0], c.TRIGGER_BY.index(k[1])))
             self.tops[key] = [-fall[0][0] if fall else None, rise[0][0] if rise else None]
-        else:
-            self.tops.pop(key, None)
+        elif key in self.tops:
+            del self.tops[key]
             self.checked.pop(key, None)
+            self.active = [k for k in self.active if k != key]
 
     def add(self, order: Order) -> None:
         """Index an untriggered stop."""
@@ -153,21 +157,17 @@ class StopBook:
         """The first stop whose trigger the current references reach (scan order above), and
         the reference price that reached it; None when none is."""
         tops, checked, marks, last = self.tops, self.checked, st.marks, st.last_price
-        for sym in st.symbols:
-            for by in c.TRIGGER_BY:
-                key = (sym, by)
-                top = tops.get(key)
-                if top is None:
-                    continue
-                ref = marks.get(sym) if by == c.TRIGGER_BY_MARK else last.get(sym)
-                if ref is None or checked.get(key) == ref:
-                    continue
-                fall_top, rise_low = top
-                if fall_top is not None and ref <= fall_top:
-                    return self.orders[self.lists[key][0][0][1]], ref
-                if rise_low is not None and ref >= rise_low:
-                    return self.orders[self.lists[key][1][0][1]], ref
-                checked[key] = ref
+        for key in self.active:  # symbols in name order, mark before last
+            sym, by = key
+            ref = marks.get(sym) if by == c.TRIGGER_BY_MARK else last.get(sym)
+            if ref is None or checked.get(key) == ref:
+                continue
+            fall_top, rise_low = tops[key]
+            if fall_top is not None and ref <= fall_top:
+                return self.orders[self.lists[key][0][0][1]], ref
+            if rise_low is not None and ref >= rise_low:
+                return self.orders[self.lists[key][1][0][1]], ref
+            checked[key] = ref
         return None
 
 
@@ -300,6 +300,8 @@ def check_invariants(st: ExchangeState) -> None:
         want = [-fall[0][0] if fall else None, rise[0][0] if rise else None] if fall or rise else None
         if book.tops.get(key) != want:
             raise InvariantViolation(f"stop list heads of {key} cached as {book.tops.get(key)}, are {want}")
+    if book.active != sorted(book.tops, key=lambda k: (k[0], c.TRIGGER_BY.index(k[1]))):
+        raise InvariantViolation(f"active stop lists {book.active} out of step with {sorted(book.tops)}")
     listed = sum(len(fall) + len(rise) for fall, rise in book.lists.values())
     if not seen == listed == len(book.orders) == book.count:
         raise InvariantViolation(f"stop counts disagree: {seen} {listed} {len(book.orders)} {book.count}")
