@@ -15,8 +15,9 @@ from starlette.responses import Response
 
 from api.deps import AdminDep, ServicesDep
 from api.errors import ApiError
+from api.response_models import ERROR_RESPONSES, ErrorBody
 from api.responses import json_response
-from api.schemas import ERROR_RESPONSES, ErrorBody, PathId
+from api.schemas import PathId
 from engine.accounts import INSURANCE_FUND_ID
 from engine.errors import Reject
 

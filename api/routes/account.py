@@ -10,21 +10,18 @@ from starlette.responses import Response
 
 from api import convert
 from api.deps import AccountDep, ServicesDep
-from api.responses import json_response, rejection, submit
-from api.routing import JSONRoute
-from api.schemas import (
+from api.response_models import (
     ERROR_RESPONSES,
     AccountOut,
     BalanceOut,
     LeverageOut,
-    LeverageRequest,
     MarginModeOut,
-    MarginModeRequest,
     PositionMarginOut,
-    PositionMarginRequest,
     PositionOut,
-    WithdrawRequest,
 )
+from api.responses import json_response, rejection, submit
+from api.routing import JSONRoute
+from api.schemas import LeverageRequest, MarginModeRequest, PositionMarginRequest, WithdrawRequest
 from api.views import account_body, position_body
 from engine.commands import AdjustPositionMargin, SetLeverage, SetMarginMode, Withdraw
 from engine.engine import Engine

@@ -15,26 +15,28 @@ from starlette.responses import Response
 from api import convert
 from api.deps import AdminDep, ServicesDep
 from api.errors import ApiError
+from api.response_models import (
+    ERROR_RESPONSES,
+    AccountOut,
+    AdlPolicyOut,
+    BalanceOut,
+    CreatedAccountOut,
+    EngineStateOut,
+    ErrorBody,
+    FundingOut,
+    IndexPriceOut,
+    InsuranceFundOut,
+    MarkPriceOut,
+)
 from api.responses import json_response, rejection, submit
 from api.routes.account import balance_after
 from api.routing import JSONRoute
 from api.schemas import (
-    ERROR_RESPONSES,
-    AccountOut,
-    AdlPolicyOut,
     AdlPolicyRequest,
-    BalanceOut,
     CreateAccountRequest,
-    CreatedAccountOut,
     DepositRequest,
-    EngineStateOut,
-    ErrorBody,
-    FundingOut,
     FundingRequest,
-    IndexPriceOut,
     IndexPriceRequest,
-    InsuranceFundOut,
-    MarkPriceOut,
     MarkPriceRequest,
     PathId,
     TopUpRequest,

@@ -16,8 +16,9 @@ from starlette.responses import Response
 
 from api.deps import ServicesDep
 from api.errors import ApiCode, ApiError
+from api.response_models import ERROR_RESPONSES, ErrorBody, EventsOut
 from api.responses import json_response
-from api.schemas import ERROR_RESPONSES, Count1000, ErrorBody, EventsOut, PathId
+from api.schemas import Count1000, PathId
 from engine import events as ev
 
 router = APIRouter(prefix="/v1", tags=["market data"])

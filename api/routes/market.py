@@ -10,17 +10,17 @@ from starlette.responses import Response
 
 from api import convert
 from api.deps import ServicesDep
-from api.responses import json_response
-from api.schemas import (
+from api.response_models import (
     ERROR_RESPONSES,
     BookOut,
-    Count1000,
     ErrorBody,
     FundingStateOut,
     InstrumentOut,
     InsuranceFundOut,
     TradeOut,
 )
+from api.responses import json_response
+from api.schemas import Count1000
 from engine.units import e8_to_str
 from service.format import funding_state, money_str, ppm_str, price_str
 

@@ -21,19 +21,10 @@ from starlette.responses import Response
 from api import convert
 from api.deps import AccountDep, ServicesDep, authenticate
 from api.errors import ApiCode, ApiError, validation_error
+from api.response_models import ERROR_RESPONSES, AccountFillOut, CanceledOut, ErrorBody, OrderOut
 from api.responses import json_response, rejection, submit
 from api.routing import JSONRoute
-from api.schemas import (
-    ERROR_RESPONSES,
-    AccountFillOut,
-    AmendOrderRequest,
-    CanceledOut,
-    ErrorBody,
-    OrderOut,
-    PathId,
-    PlaceOrderRequest,
-    body_schema,
-)
+from api.schemas import AmendOrderRequest, PathId, PlaceOrderRequest, body_schema
 from api.views import fill_body, order_body
 from engine.commands import AmendOrder, CancelAllOrders, CancelOrder, PlaceOrder
 from engine.engine import Engine

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from api.deps import ServicesDep
 from api.errors import ApiCode, ApiError
-from api.schemas import ErrorBody, StatusOut
+from api.response_models import ErrorBody, StatusOut
 
 router = APIRouter(tags=["system"])
 

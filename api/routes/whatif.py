@@ -25,8 +25,9 @@ from starlette.responses import Response
 from api import convert
 from api.deps import AdminDep, ServicesDep
 from api.errors import ApiCode, ApiError
+from api.response_models import ERROR_RESPONSES, ErrorBody
 from api.responses import json_response
-from api.schemas import ERROR_RESPONSES, ErrorBody, Price, Symbol
+from api.schemas import Price, Symbol
 from engine import commands as c
 from engine import events as ev
 from engine.errors import Reject
