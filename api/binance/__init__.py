@@ -6,9 +6,11 @@ The same single writer, journal and events as /v1: commands built here go throug
 `binanceusdm` pointed at a local service.
 
 Modules: edge.py (the ASGI edge: routing, keys, signatures, limits), signing.py (parameters,
-HMAC, timestamps, replays), rest.py (the REST routes), views.py (Binance shapes of engine
-state), streams.py (market and user-data WebSocket streams, listen keys), errors.py (Binance
-error codes and messages, chosen for ccxt's exception classes), admin.py (an operator's
+HMAC, timestamps, replays), rest.py (the REST route table), with its handlers in market.py
+(market data), trading.py (orders) and account.py (account, positions, margin, listen keys)
+and their shared helpers in common.py, views.py (Binance shapes of engine state), streams.py
+(market and user-data WebSocket streams, listen keys), errors.py (Binance error codes and
+messages, chosen for ccxt's exception classes), admin.py (an operator's
 `GET /v1/admin/accounts/{id}/api-secret`).
 
 `install(app)` is the one hook in api/app.py: the edge as a middleware (in front of the

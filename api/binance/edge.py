@@ -18,7 +18,8 @@ One HTTP request:
    looked at; a bad signature counts as a failed authentication too;
 4. the key's request budget (service/keys.py RateLimiter, shared with /v1): 429 -1003 with
    Retry-After;
-5. parameters the route does not read: -1104; then the handler (api/binance/rest.py).
+5. parameters the route does not read: -1104; then the handler (the route table
+   api/binance/rest.py; handlers in market.py, trading.py, account.py).
 
 Answers are orjson bodies; errors Binance's `{"code", "msg"}` (api/binance/errors.py). An
 unexpected exception is logged and answered 500 -1000.
@@ -33,7 +34,8 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.binance import errors as err
-from api.binance.rest import ROUTES, Route
+from api.binance.common import Route
+from api.binance.rest import ROUTES
 from api.binance.signing import (
     ReplayGuard,
     check_timestamp,

@@ -196,14 +196,38 @@ def no_need_to_change_margin_type() -> BinanceError:
     return BinanceError(-4046, "No need to change margin type.")
 
 
-def isolated_not_supported() -> BinanceError:
-    return BinanceError(
-        -4168, "Isolated margin is not supported yet: every position is cross margin (see docs/binance.md)."
-    )
+def margin_type_position_open(detail: str | None = None) -> BinanceError:
+    return BinanceError(-4048, "Margin type cannot be changed if there exists position.", detail=detail)
 
 
-def position_margin_not_supported() -> BinanceError:
-    return BinanceError(-4049, "Add margin only support for isolated position.")
+def margin_type_orders_open(detail: str | None = None) -> BinanceError:
+    return BinanceError(-4047, "Margin type cannot be changed if there exists open orders.", detail=detail)
+
+
+def amount_not_positive() -> BinanceError:
+    return BinanceError(-4055, "Amount must be positive.")
+
+
+# An engine refusal of `AdjustPositionMargin` -> Binance's codes for `POST /fapi/v1/positionMargin`
+# (ccxt's common table: -4049 BadRequest, -4050 / -4051 InsufficientFunds, -4054 OperationRejected).
+_POSITION_MARGIN: dict[Reject, tuple[int, str]] = {
+    Reject.NOT_ISOLATED: (-4049, "Add margin only support for isolated position."),
+    Reject.NO_POSITION: (-4054, "Cannot add position margin: position is 0."),
+    Reject.INSUFFICIENT_BALANCE: (-4050, "Cross balance insufficient."),
+    Reject.INSUFFICIENT_MARGIN: (-4051, "Isolated balance insufficient."),
+}
+
+
+def position_margin_rejection(event: Any) -> BinanceError:
+    """The Binance error for an engine refusal of a position-margin change."""
+    try:
+        reason = Reject(event.code)
+    except ValueError:
+        return from_rejection(event)
+    mapped = _POSITION_MARGIN.get(reason)
+    if mapped is None:
+        return from_rejection(event)
+    return BinanceError(mapped[0], mapped[1], detail=f"{reason.name}: {event.message}")
 
 
 def listen_key_unknown() -> BinanceError:
@@ -256,6 +280,11 @@ _REJECTIONS: dict[Reject, tuple[int, str]] = {
     Reject.ACCOUNT_NOT_FOUND: (-2015, "Invalid API-key, IP, or permissions for action."),
     Reject.ACCOUNT_EXISTS: (-1000, "An unknown error occurred while processing the request."),
     Reject.MARK_SOURCE_IS_INDEX: (-1000, "An unknown error occurred while processing the request."),
+    # SPEC §12 isolated margin (POST /fapi/v1/positionMargin maps its own, position_margin_rejection)
+    Reject.POSITION_OR_ORDERS_OPEN: (-4048, "Margin type cannot be changed if there exists position."),
+    Reject.INVALID_MARGIN_MODE: (-1130, "Data sent for parameter 'marginType' is not valid."),
+    Reject.NOT_ISOLATED: (-4049, "Add margin only support for isolated position."),
+    Reject.NO_POSITION: (-4054, "Cannot add position margin: position is 0."),
 }
 
 

@@ -30,7 +30,11 @@ User data (one listenKey per account, 60 minutes, extended by `PUT /fapi/v1/list
 orders (NEW, TRADE, CANCELED / EXPIRED, AMENDMENT), its liquidation (`o` LIQUIDATION,
 `x` TRADE, `c` "autoclose-<seq>") and its ADL closes (`o` LIQUIDATION, `x` CALCULATED,
 `c` "adl_autoclose"); `ACCOUNT_UPDATE` for every wallet or position change (`m`: ORDER,
-ADL, FUNDING_FEE, DEPOSIT, WITHDRAW, INSURANCE_CLEAR); and `ADL_QUANTILE` (not a Binance
+ADL, FUNDING_FEE, DEPOSIT, WITHDRAW, INSURANCE_CLEAR; MARGIN_TYPE_CHANGE for a margin type
+change, MARGIN_TRANSFER for a `positionMargin` add / reduce, SPEC §12), positions with `mt`
+cross / isolated and `iw` the isolated margin, the balance with `wb` = cross wallet plus
+isolated margins and `cw` = the cross wallet (margins as of the delivered batch, like the
+marks of `up`); and `ADL_QUANTILE` (not a Binance
 event: `{"e", "E", "symbol", "adlQuantile": {"LONG", "SHORT", "BOTH"}}` like
 `GET /fapi/v1/adlQuantile`) whenever a position's quantile changes, at most every
 `EXCHANGE_ADL_QUANTILE_INTERVAL_S`. Liquidation and ADL fills have no engine order or trade
@@ -70,9 +74,10 @@ import orjson
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.binance.rest import mark_index, next_funding_ms, predicted_funding_e8
+from api.binance.market import mark_index, next_funding_ms, predicted_funding_e8
 from api.binance.views import STP_OUT, Venue, ms, now_ms
 from engine import events as ev
+from engine.commands import MARGIN_ISOLATED
 from engine.orders import TRIGGER_COMMAND
 from engine.units import E8, div_half_even, e8_to_str
 from service.limits import WS_CONNECT_WEIGHT, client_key
@@ -175,13 +180,16 @@ class Conn:
 
 
 class Captured:
-    """What `capture` read right after one batch: depth and ticker messages, quantiles."""
+    """What `capture` read right after one batch: depth and ticker messages, quantiles, and
+    the positions whose isolated margin a watched account changed."""
 
-    __slots__ = ("messages", "quantiles")
+    __slots__ = ("messages", "positions", "quantiles")
 
     def __init__(self) -> None:
         self.messages: list[tuple[tuple[Any, ...], dict[str, Any]]] = []  # (topic, payload)
         self.quantiles: dict[str, dict[int, int]] | None = None
+        # seq of a watched account's margin mode or margin change -> (size, entry value, wallet)
+        self.positions: dict[int, tuple[int, int, int]] | None = None
 
 
 class Streams:
@@ -215,6 +223,10 @@ class Streams:
         self._task: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
         self._marks: dict[str, int] = dict(self.engine.marks)  # as of the last delivered event
+        # SPEC §12: account -> {isolated symbol: its margin}, as of the last delivered event
+        self._isolated: dict[int, dict[str, int]] = {
+            aid: dict(acct.isolated) for aid, acct in self.engine.accounts.items() if acct.isolated
+        }
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -272,11 +284,14 @@ class Streams:
     # -- engine side (never awaits) --------------------------------------------------------------
 
     def capture(self, events: list[Any]) -> Captured | None:
-        """Read depth levels, partial books, book tickers and due quantiles after a batch."""
+        """Read depth levels, partial books, book tickers, due quantiles and the positions of
+        watched accounts' margin changes after a batch."""
         watched = bool(self._mirror or self._partial_sent or self._ticker_sent)
-        if not watched and not (self._q_due and self.accounts):
+        positions = self._margin_positions(events) if self.accounts else None
+        if not watched and not (self._q_due and self.accounts) and positions is None:
             return None
         cap = Captured()
+        cap.positions = positions
         if watched:
             touched: dict[str, list[tuple[bool, int | None]]] = {}
             amended: set[str] = set()
@@ -302,6 +317,28 @@ class Streams:
             cap.quantiles = self._read_quantiles()
             self._q_due = False
         return cap
+
+    def _margin_positions(self, events: list[Any]) -> dict[int, tuple[int, int, int]] | None:
+        """(size, entry value, cross wallet) of the positions whose margin mode or margin a
+        watched account changed in this batch (`margin_mode_changed`, `position_margin_changed`
+        reason user: their events carry neither), for their ACCOUNT_UPDATE."""
+        out: dict[int, tuple[int, int, int]] | None = None
+        accounts = self.accounts
+        for event in events:
+            cls = type(event)
+            if (
+                (cls is ev.MarginModeChanged or (cls is ev.PositionMarginChanged and event.reason == "user"))
+                and event.account_id in accounts
+            ):
+                acct = self.engine.accounts[event.account_id]
+                pos = acct.positions.get(event.symbol)
+                if out is None:
+                    out = {}
+                out[event.seq] = (
+                    (pos.size_lots, pos.entry_value_atoms, acct.wallet_atoms) if pos is not None
+                    else (0, 0, acct.wallet_atoms)
+                )
+        return out
 
     def _depth_diff(
         self, cap: Captured, symbol: str, prices: list[tuple[bool, int | None]], full: bool, u: int, t: int
@@ -394,14 +431,25 @@ class Streams:
     def on_delivered(self, events: list[Any], captured: Captured | None) -> None:
         """Send one delivered (journaled) batch, with what was captured after it."""
         self.seq = events[-1].seq
-        marks = self._marks
-        for event in events:  # keep the delivered marks even without listeners (for `up`)
-            if type(event) is ev.MarkPriceChanged:
+        marks, isolated = self._marks, self._isolated
+        for event in events:  # keep the delivered marks and margins even without listeners
+            cls = type(event)
+            if cls is ev.MarkPriceChanged:
                 marks[event.symbol] = event.price_ticks
+            elif cls is ev.PositionMarginChanged:
+                isolated.setdefault(event.account_id, {})[event.symbol] = event.isolated_margin_atoms
+            elif cls is ev.MarginModeChanged:
+                held = isolated.setdefault(event.account_id, {})
+                if event.mode == MARGIN_ISOLATED:
+                    held.setdefault(event.symbol, 0)
+                else:
+                    held.pop(event.symbol, None)
+                    if not held:
+                        del isolated[event.account_id]
         if not self.conns:
             return
         try:
-            self._route(events)
+            self._route(events, captured.positions if captured is not None else None)
             if captured is not None:
                 for topic, payload in captured.messages:
                     self._publish(topic, payload)
@@ -412,7 +460,7 @@ class Streams:
         except Exception:  # a bug here must never stop the engine
             log.exception("binance stream delivery failed")
 
-    def _route(self, events: list[Any]) -> None:
+    def _route(self, events: list[Any], positions: dict[int, tuple[int, int, int]] | None = None) -> None:
         topics = self.topics
         accounts = self.accounts
         realized: dict[tuple[int, str], int] = {}  # liquidated account -> PnL of its takeover
@@ -460,6 +508,10 @@ class Streams:
                     self._balance(event)
             elif cls is ev.FundingPaid and event.account_id in accounts:
                 self._funding(event)
+            elif cls is ev.MarginModeChanged and event.account_id in accounts:
+                self._margin_type(event, positions)
+            elif cls is ev.PositionMarginChanged and event.reason == "user" and event.account_id in accounts:
+                self._position_margin(event, positions)
             if accounts and cls in (ev.PositionChanged, ev.TradeExecuted, ev.PositionDeleveraged, ev.FundingPaid):
                 self._q_dirty.add(event.symbol)
             elif accounts and cls in (ev.DepositMade, ev.WithdrawalMade, ev.AccountLiquidated, ev.NegativeBalanceCovered):
@@ -686,25 +738,31 @@ class Streams:
         self._autoclose(e.counterparty_account_id, e.seq, e.ts_ns, e.symbol, e.side == "long", e.qty_lots,
                         e.price_e8, e.realized_pnl_atoms, "adl_autoclose", "CALCULATED")
 
-    def _position_row(self, symbol: str, size: int, entry_value: int) -> dict[str, Any]:
+    def _position_row(self, aid: int, symbol: str, size: int, entry_value: int) -> dict[str, Any]:
         inst = self.engine.instruments[symbol]
         mark = self._marks.get(symbol, 0)
         entry = div_half_even(entry_value * E8, size * inst.lot_size_e8) if size else 0
         upnl = size * mark * inst.atoms_per_lot_tick - entry_value if size else 0
+        held = self._isolated.get(aid)
+        isolated = held is not None and symbol in held
         return {
             "s": self.venue.to_binance[symbol], "pa": self.venue.qty(inst, size), "ep": e8_to_str(entry),
-            "bep": e8_to_str(entry), "cr": "0", "up": e8_to_str(upnl), "mt": "cross", "iw": "0", "ps": "BOTH",
+            "bep": e8_to_str(entry), "cr": "0", "up": e8_to_str(upnl),
+            "mt": "isolated" if isolated else "cross", "iw": e8_to_str(held[symbol]) if held and isolated else "0",
+            "ps": "BOTH",
         }
 
     def _account_update(self, aid: int, ts_ns: int, reason: str, wallet: int, change: int,
                         positions: list[dict[str, Any]]) -> None:
-        balance = {"a": "USD", "wb": e8_to_str(wallet), "cw": e8_to_str(wallet), "bc": e8_to_str(change)}
+        held = self._isolated.get(aid)
+        total = wallet + sum(held.values()) if held else wallet  # wb: the isolated margins too (SPEC §12)
+        balance = {"a": "USD", "wb": e8_to_str(total), "cw": e8_to_str(wallet), "bc": e8_to_str(change)}
         payload = {"e": "ACCOUNT_UPDATE", "E": now_ms(), "T": ms(ts_ns),
                    "a": {"m": reason, "B": [balance], "P": positions}}
         self._send(self.accounts[aid], None, payload)
 
     def _position_update(self, e: Any) -> None:
-        row = self._position_row(e.symbol, e.size_lots, e.entry_value_atoms)
+        row = self._position_row(e.account_id, e.symbol, e.size_lots, e.entry_value_atoms)
         self._account_update(e.account_id, e.ts_ns, _REASONS.get(e.reason, "ORDER"), e.wallet_balance_atoms, 0, [row])
 
     def _balance(self, e: Any) -> None:
@@ -719,6 +777,22 @@ class Streams:
 
     def _funding(self, e: Any) -> None:
         self._account_update(e.account_id, e.ts_ns, "FUNDING_FEE", e.wallet_balance_atoms, e.amount_atoms, [])
+
+    def _margin_type(self, e: Any, positions: dict[int, tuple[int, int, int]] | None) -> None:
+        """MarginModeChanged (SPEC §12): the symbol's (flat) position row with its new `mt`."""
+        wallet = (positions or {}).get(e.seq, (0, 0, self.engine.accounts[e.account_id].wallet_atoms))[2]
+        row = self._position_row(e.account_id, e.symbol, 0, 0)
+        row["mt"] = e.mode
+        self._account_update(e.account_id, e.ts_ns, "MARGIN_TYPE_CHANGE", wallet, 0, [row])
+
+    def _position_margin(self, e: Any, positions: dict[int, tuple[int, int, int]] | None) -> None:
+        """PositionMarginChanged by the user (`POST /fapi/v1/positionMargin`): the position row
+        with its new `iw`; the money moved between the cross wallet (`cw`) and the position's
+        margin, so the wallet balance `wb` (which holds both) did not change (`bc` 0)."""
+        size, entry_value, _ = (positions or {}).get(e.seq, (0, 0, 0))
+        row = self._position_row(e.account_id, e.symbol, size, entry_value)
+        row["mt"], row["iw"] = "isolated", e8_to_str(e.isolated_margin_atoms)
+        self._account_update(e.account_id, e.ts_ns, "MARGIN_TRANSFER", e.wallet_balance_atoms, 0, [row])
 
     def _send_quantiles(self, quantiles: dict[str, dict[int, int]]) -> None:
         t = now_ms()

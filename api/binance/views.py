@@ -22,6 +22,13 @@ untriggered one is NEW, as Binance shows them; one refused when it triggered is 
 The algo-order shape (`algo_order`, `POST /fapi/v1/algoOrder`) shows the same order with
 `algoId` = its order id and `algoStatus` NEW (untriggered), CANCELED (canceled before it
 triggered), EXPIRED (refused at trigger) or TRIGGERED (`actualOrderId` is the same id).
+
+Isolated margin (SPEC §12): a position in an isolated symbol shows `isolated` true /
+`marginType` isolated, `isolatedWallet` its margin and `isolatedMargin` margin + upnl (both
+"0" for a cross one); its `positionInitialMargin` is its margin. Account totals follow
+Binance: `totalWalletBalance` = the cross wallet plus the isolated margins, unrealized PnL
+and maintenance over every position, `totalCrossWalletBalance` / `totalCrossUnPnl` the
+cross part, `availableBalance` the engine's (cross) available.
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ from engine.risk import (
     initial_margin_atoms,
     leverage_of,
     liquidation_price_frac,
-    maintenance_atoms,
+    total_equity_atoms,
+    total_maintenance_atoms,
     worst_case_lots,
 )
 from engine.units import E8, div_ceil, div_half_even, e8_to_str
@@ -248,9 +256,14 @@ class Venue:
     # -- account -----------------------------------------------------------------------------
 
     def position_rows(self, account_id: int, symbols: Iterable[str]) -> list[dict[str, Any]]:
-        """Margin numbers per symbol (engine units), for the account and position routes."""
+        """Margin numbers per symbol (engine units), for the account and position routes.
+
+        An isolated symbol (SPEC §12) has `isolated` True, `iso_wallet` its margin (Binance's
+        `isolatedWallet`), `iso_margin` margin + upnl (`isolatedMargin`), and `pos_im` = its
+        margin; `order_im` is, as for a cross one, what its open orders could add."""
         engine = self.engine
         acct = engine.accounts[account_id]
+        iso = acct.isolated
         rows = []
         for symbol in symbols:
             inst = engine.instruments[symbol]
@@ -265,6 +278,9 @@ class Venue:
             notional = size * m * k
             pos_im = div_ceil(abs(size) * m * k, lev)
             total_im = div_ceil(worst_case_lots(size, b, s) * m * k, lev)
+            isolated = symbol in iso
+            margin = iso.get(symbol, 0)
+            upnl = notional - entry_value if size else 0
             liq = None
             if size and mark is not None:
                 frac = liquidation_price_frac(acct, symbol, engine.instruments, engine.marks)
@@ -278,11 +294,14 @@ class Venue:
                     "entry_value": entry_value,
                     "entry_e8": div_half_even(entry_value * E8, size * inst.lot_size_e8) if size else 0,
                     "mark": mark,
-                    "upnl": notional - entry_value if size else 0,
+                    "upnl": upnl,
                     "notional": notional,
                     "leverage": lev,
-                    "pos_im": pos_im,
+                    "pos_im": margin if isolated else pos_im,
                     "order_im": total_im - pos_im,
+                    "isolated": isolated,
+                    "iso_wallet": margin,
+                    "iso_margin": margin + upnl if isolated else 0,
                     "maint": inst.maintenance_atoms(notional),
                     "liq_e8": liq,
                     "bid_notional": b * m * k,
@@ -293,22 +312,36 @@ class Venue:
         return rows
 
     def totals(self, account_id: int) -> dict[str, int]:
-        """Account totals (engine units): wallet, upnl, equity, margins, available."""
+        """Account totals (engine units), as Binance adds them up (SPEC §12 isolated margin):
+        `wallet` = the cross wallet plus the isolated margins, `upnl` / `equity` / `maint`
+        over every position, `cross_wallet` / `cross_upnl` the cross part alone, `available`
+        the engine's (cross) available; an isolated position's initial margin is its margin.
+        Without isolated symbols the cross and total numbers are the same."""
         engine = self.engine
         acct = engine.accounts[account_id]
         ins, marks = engine.instruments, engine.marks
-        equity = equity_atoms(acct, ins, marks)
+        iso = acct.isolated
+        cross_equity = equity_atoms(acct, ins, marks)
+        equity = total_equity_atoms(acct, ins, marks) if iso else cross_equity
         available = available_atoms(acct, ins, marks)
+        iso_margins = sum(iso.values())
+        wallet = acct.wallet_atoms + iso_margins
         pos_im = 0
         for symbol, pos in acct.positions.items():
+            if symbol in iso:
+                pos_im += iso[symbol]
+                continue
             inst = ins[symbol]
             pos_im += div_ceil(abs(pos.size_lots) * marks[symbol] * inst.atoms_per_lot_tick, leverage_of(acct, inst))
-        initial = equity - available  # IM + open loss: what availableBalance is net of
+        # IM + open loss: what availableBalance is net of, plus the isolated margins set aside
+        initial = cross_equity - available + iso_margins
         return {
-            "wallet": acct.wallet_atoms,
-            "upnl": equity - acct.wallet_atoms,
+            "wallet": wallet,
+            "upnl": equity - wallet,
             "equity": equity,
-            "maint": maintenance_atoms(acct, ins, marks),
+            "cross_wallet": acct.wallet_atoms,
+            "cross_upnl": cross_equity - acct.wallet_atoms,
+            "maint": total_maintenance_atoms(acct, ins, marks),
             "initial": initial,
             "engine_im": initial_margin_atoms(acct, ins, marks),
             "pos_im": pos_im,

@@ -430,14 +430,21 @@ def test_private_shapes_when_compared_field_by_field_match_binance_docs(market: 
     assert t.signed("PUT", "/fapi/v1/listenKey", sign=False).json()["code"] == -1125
 
 
-def test_margin_type_and_position_margin_when_cross_only_answer_binance_style(market: Market) -> None:
+def test_margin_type_and_position_margin_when_flat_answer_binance_style(market: Market) -> None:
+    """SPEC §12 isolated margin on /fapi; the full story is in test_fapi_isolated.py."""
     t = market.trader()
     crossed = t.signed("POST", "/fapi/v1/marginType", {"symbol": "BTCUSD", "marginType": "CROSSED"})
     assert crossed.status_code == 400 and crossed.json() == {"code": -4046, "msg": "No need to change margin type."}
-    isolated = t.signed("POST", "/fapi/v1/marginType", {"symbol": "BTCUSD", "marginType": "ISOLATED"})
-    assert isolated.status_code == 400 and isolated.json()["code"] == -4168 and "not supported" in isolated.json()["msg"]
     margin = t.signed("POST", "/fapi/v1/positionMargin", {"symbol": "BTCUSD", "amount": "10", "type": 1})
-    assert margin.json()["code"] == -4049
+    assert margin.status_code == 400 and margin.json()["code"] == -4049, margin.text
+    isolated = t.signed("POST", "/fapi/v1/marginType", {"symbol": "BTCUSD", "marginType": "ISOLATED"})
+    assert isolated.status_code == 200 and isolated.json() == {"code": 200, "msg": "success"}
+    again = t.signed("POST", "/fapi/v1/marginType", {"symbol": "BTCUSD", "marginType": "ISOLATED"})
+    assert again.status_code == 400 and again.json() == {"code": -4046, "msg": "No need to change margin type."}
+    flat = t.signed("POST", "/fapi/v1/positionMargin", {"symbol": "BTCUSD", "amount": "10", "type": 1})
+    assert flat.status_code == 400 and flat.json()["code"] == -4054, flat.text
+    back = t.signed("POST", "/fapi/v1/marginType", {"symbol": "BTCUSD", "marginType": "CROSSED"})
+    assert back.status_code == 200 and back.json() == {"code": 200, "msg": "success"}
     # trailing stops stay refused (stop and take-profit orders: test_fapi_stops.py)
     trailing = t.signed("POST", "/fapi/v1/algoOrder", {"symbol": "BTCUSD", "side": "SELL", "type": "TRAILING_STOP_MARKET", "quantity": "0.1", "callbackRate": "1", "algoType": "CONDITIONAL"})
     assert trailing.status_code == 400 and trailing.json()["code"] == -4136 and "Trailing" in trailing.json()["msg"]
@@ -447,8 +454,8 @@ def test_margin_type_and_position_margin_when_cross_only_answer_binance_style(ma
     ex.load_markets()
     with pytest.raises(ccxt.MarginModeAlreadySet):  # ccxt's own class for -4046
         ex.set_margin_mode("cross", BTC)
-    with pytest.raises(ccxt.ExchangeError, match="Isolated margin is not supported"):
-        ex.set_margin_mode("isolated", BTC)
+    assert ex.set_margin_mode("isolated", BTC) == {"code": 200, "msg": "success"}
+    assert ex.set_margin_mode("cross", BTC) == {"code": 200, "msg": "success"}
     with pytest.raises(ccxt.ExchangeError, match="Trailing stop orders"):
         ex.fapiPrivatePostAlgoOrder({"symbol": "BTCUSD", "side": "SELL", "type": "TRAILING_STOP_MARKET", "quantity": "0.1", "callbackRate": "1", "algoType": "CONDITIONAL"})
 
