@@ -240,6 +240,19 @@ def split_value(total_atoms: int, total_lots: int, parts: list[int]) -> list[int
 Alloc = tuple[list[tuple[int, int]], dict[int, int]]  # [(account_id, lots)] in line order, account_id -> rank
 
 
+def _backing_equity(
+    acct: Account, symbol: str, upnl: int, instruments: dict[str, Instrument], marks: dict[str, int]
+) -> int:
+    """The equity behind a position with unrealized PnL `upnl` (risk.position_equity_atoms,
+    with the one-position and isolated cases inline: they need no walk of the positions)."""
+    iso = acct.isolated
+    if iso and symbol in iso:  # an isolated position: its own equity (SPEC §12)
+        return iso[symbol] + upnl
+    if len(acct.positions) == 1 and not iso:
+        return acct.wallet_atoms + upnl
+    return equity_atoms(acct, instruments, marks)
+
+
 class AdlRanking:
     """The ADL line of one side (`side` = +1 longs, -1 shorts) of one symbol, kept sorted.
 
@@ -312,13 +325,7 @@ class AdlRanking:
                 continue
             entry = pos.entry_value_atoms
             notional = size * mark * k
-            iso = acct.isolated
-            if iso and symbol in iso:  # an isolated position: its own equity (SPEC §12)
-                equity = iso[symbol] + notional - entry
-            elif len(acct.positions) == 1 and not iso:
-                equity = acct.wallet_atoms + notional - entry
-            else:
-                equity = equity_atoms(acct, instruments, marks)
+            equity = _backing_equity(acct, symbol, notional - entry, instruments, marks)
             key = rank_key(aid, size, entry, notional, equity) if exact else fast_rank_key(aid, size, entry, notional, equity)
             if key is None:  # numbers too large for an int key: exact keys for the whole line
                 self._build(accounts, instruments, marks, exact=True)
@@ -384,13 +391,7 @@ class AdlRanking:
                 continue
             entry = pos.entry_value_atoms
             notional = size * mark * k
-            iso = acct.isolated
-            if iso and symbol in iso:
-                equity = iso[symbol] + notional - entry
-            elif len(positions) == 1 and not iso:
-                equity = acct.wallet_atoms + notional - entry
-            else:
-                equity = equity_atoms(acct, instruments, marks)
+            equity = _backing_equity(acct, symbol, notional - entry, instruments, marks)
             key = make_key(aid, size, entry, notional, equity)
             if key is None:
                 self._build(accounts, instruments, marks, exact=True)
