@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv run sandbox lint bench clean
+.PHONY: test venv run sandbox lint bench clean compiled
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -13,8 +13,19 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
+# The suite against the Python engine, then the engine's own tests (scenarios, golden
+# journals, properties, the lab, durability) against the mypyc-compiled one (native/).
+COMPILED_TESTS = tests/scenario tests/golden tests/unit tests/property tests/lab tests/durability
+
 test: venv
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m native.build --if-needed
+	EXCHANGE_ENGINE=python $(BIN)/python -m pytest -p no:cacheprovider
+	EXCHANGE_ENGINE=compiled PROPERTY_SCALE=0.25 $(BIN)/python -m pytest -p no:cacheprovider $(COMPILED_TESTS)
+
+# The engine compiled with mypyc into native/_build (about a minute): `make run` and
+# `make sandbox` use it when it matches the sources (EXCHANGE_ENGINE=python: the Python one).
+compiled: venv
+	$(BIN)/python -m native.build --if-needed
 
 # Where `run` and `sandbox` listen: `make sandbox PORT=8001` if 8000 is taken. Set on the
 # command line only: HOST and PORT in the environment are not read.
@@ -30,8 +41,8 @@ sandbox: venv
 	$(BIN)/python -m service.demo --host $(HOST) --port $(PORT) --seconds 0 $(if $(CRASH),--crash $(CRASH))
 
 lint: venv
-	$(BIN)/ruff check engine service api tests bench
-	$(BIN)/mypy engine service api
+	$(BIN)/ruff check engine service api tests bench native
+	$(BIN)/mypy engine service api native
 
 bench: venv
 	$(BIN)/pip install -q -e '.[bench]'
@@ -39,4 +50,4 @@ bench: venv
 	$(BIN)/python -m bench.risk_bench
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) native/_build

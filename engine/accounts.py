@@ -12,6 +12,7 @@ from collections import OrderedDict, deque
 from typing import Any, NamedTuple
 
 from engine.book import Order
+from engine.pickling import restore, state_of
 
 INSURANCE_FUND_ID = 0
 FILLS_KEPT = 1_000
@@ -44,35 +45,44 @@ class Position:
 
     __slots__ = ("entry_value_atoms", "funding_atoms", "size_lots", "symbol")
 
-    def __init__(self, symbol: str) -> None:
+    def __init__(self, symbol: str = "") -> None:
         self.symbol = symbol
         self.size_lots = 0
         self.entry_value_atoms = 0
         self.funding_atoms = 0  # funding received (+) or paid (-) since the position was opened
 
+    def __getstate__(self) -> dict[str, Any]:
+        return state_of(self, ("entry_value_atoms", "funding_atoms", "size_lots", "symbol"))
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
+
+
+_ACCOUNT_ATTRS = (
+    "account_id",
+    "api_key_hash",
+    "buy_price_max",
+    "client_order_ids",
+    "closed_orders",
+    "fills",
+    "isolated",
+    "leverage",
+    "open_buy_lots",
+    "open_orders",
+    "open_sell_lots",
+    "positions",
+    "sell_price_min",
+    "stop_orders",
+    "wallet_atoms",
+)
+
 
 class Account:
     """Wallet, positions, leverage settings and open orders of one account."""
 
-    __slots__ = (
-        "account_id",
-        "api_key_hash",
-        "buy_price_max",
-        "client_order_ids",
-        "closed_orders",
-        "fills",
-        "isolated",
-        "leverage",
-        "open_buy_lots",
-        "open_orders",
-        "open_sell_lots",
-        "positions",
-        "sell_price_min",
-        "stop_orders",
-        "wallet_atoms",
-    )
+    __slots__ = _ACCOUNT_ATTRS
 
-    def __init__(self, account_id: int, api_key_hash: str = "", fills_kept: int = FILLS_KEPT) -> None:
+    def __init__(self, account_id: int = 0, api_key_hash: str = "", fills_kept: int = FILLS_KEPT) -> None:
         self.account_id = account_id
         self.api_key_hash = api_key_hash
         self.wallet_atoms = 0
@@ -95,12 +105,14 @@ class Account:
         # there (0 while flat); a symbol not in it is cross (engine/isolated.py)
         self.isolated: dict[str, int] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        return state_of(self, _ACCOUNT_ATTRS)
+
     def __setstate__(self, state: Any) -> None:
         """Unpickle (snapshots), also one written before stop orders and isolated margin."""
         self.stop_orders = {}
         self.isolated = {}
-        for name, value in (state[1] if isinstance(state, tuple) else state).items():
-            setattr(self, name, value)
+        restore(self, state)
 
     def size(self, symbol: str) -> int:
         """Signed position size in lots (0 when flat)."""

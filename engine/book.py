@@ -21,44 +21,47 @@ from typing import Any
 from sortedcontainers import SortedDict
 
 from engine.errors import InvariantViolation
+from engine.pickling import restore, state_of
+
+_ORDER_ATTRS = (
+    "account_id",
+    "client_order_id",
+    "close_position",
+    "filled_lots",
+    "filled_value_ticks",
+    "fills",
+    "is_buy",
+    "order_id",
+    "order_type",
+    "post_only",
+    "price_ticks",
+    "qty_lots",
+    "reduce_only",
+    "remaining_lots",
+    "side",
+    "status",
+    "stp",
+    "symbol",
+    "time_in_force",
+    "trigger_by",
+    "trigger_price_ticks",
+    "ts_ns",
+)
 
 
 class Order:
     """A live or finished order. Mutable only by the engine thread of control."""
 
-    __slots__ = (
-        "account_id",
-        "client_order_id",
-        "close_position",
-        "filled_lots",
-        "filled_value_ticks",
-        "fills",
-        "is_buy",
-        "order_id",
-        "order_type",
-        "post_only",
-        "price_ticks",
-        "qty_lots",
-        "reduce_only",
-        "remaining_lots",
-        "side",
-        "status",
-        "stp",
-        "symbol",
-        "time_in_force",
-        "trigger_by",
-        "trigger_price_ticks",
-        "ts_ns",
-    )
+    __slots__ = _ORDER_ATTRS
 
     def __init__(
         self,
-        order_id: int,
-        account_id: int,
-        symbol: str,
-        side: str,
-        price_ticks: int | None,
-        qty_lots: int,
+        order_id: int = 0,
+        account_id: int = 0,
+        symbol: str = "",
+        side: str = "buy",
+        price_ticks: int | None = None,
+        qty_lots: int = 0,
         order_type: str = "limit",
         time_in_force: str = "GTC",
         post_only: bool = False,
@@ -93,13 +96,15 @@ class Order:
         self.trigger_by = "mark"
         self.close_position = False
 
+    def __getstate__(self) -> dict[str, Any]:
+        return state_of(self, _ORDER_ATTRS)
+
     def __setstate__(self, state: Any) -> None:
         """Unpickle (snapshots), also one written before the conditional-order fields."""
         self.trigger_price_ticks = None
         self.trigger_by = "mark"
         self.close_position = False
-        for name, value in (state[1] if isinstance(state, tuple) else state).items():
-            setattr(self, name, value)
+        restore(self, state)
 
 
 class Level:
@@ -107,10 +112,16 @@ class Level:
 
     __slots__ = ("orders", "price_ticks", "total_lots")
 
-    def __init__(self, price_ticks: int) -> None:
+    def __init__(self, price_ticks: int = 0) -> None:
         self.price_ticks = price_ticks
         self.total_lots = 0
         self.orders: dict[int, Order] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return state_of(self, ("orders", "price_ticks", "total_lots"))
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
 
 
 class OrderBook:
@@ -118,11 +129,17 @@ class OrderBook:
 
     __slots__ = ("asks", "bids", "orders", "symbol")
 
-    def __init__(self, symbol: str) -> None:
+    def __init__(self, symbol: str = "") -> None:
         self.symbol = symbol
         self.bids: SortedDict = SortedDict()  # -price -> Level
         self.asks: SortedDict = SortedDict()  # price -> Level
         self.orders: dict[int, Order] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return state_of(self, ("asks", "bids", "orders", "symbol"))
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
 
     # -- queries -------------------------------------------------------------------------
 

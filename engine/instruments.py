@@ -11,7 +11,9 @@ across tier boundaries (the defaults are); the last tier also covers larger noti
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from engine.pickling import constructor_args
 from engine.units import E8, PPM
 
 
@@ -23,6 +25,9 @@ class Tier:
     maintenance_ppm: int
     maintenance_amount_atoms: int
     max_leverage: int
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Tier, constructor_args(self)  # engine/pickling.py
 
 
 DEFAULT_TIERS: tuple[Tier, ...] = (
@@ -75,6 +80,9 @@ class Instrument:
         if not 0 <= self.funding_cap_ppm < 1_000_000 or abs(self.interest_ppm) >= 1_000_000:
             raise ValueError(f"{self.symbol}: funding cap must be 0..999999 ppm, interest within +-999999 ppm")
         object.__setattr__(self, "atoms_per_lot_tick", product // E8)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Instrument, constructor_args(self)  # engine/pickling.py
 
     def notional_atoms(self, qty_lots: int, price_ticks: int) -> int:
         """Exact notional of `qty_lots` at `price_ticks` (signed like qty)."""

@@ -26,11 +26,13 @@ Entries are refreshed by the engine for every account whose wallet or positions 
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from sortedcontainers import SortedList
 
 from engine.accounts import Account, Position
 from engine.instruments import Instrument, Tier
+from engine.pickling import restore, state_of
 from engine.risk import equity_atoms, liquidation_price_frac, maintenance_atoms
 from engine.units import PPM, div_ceil, div_floor
 
@@ -40,12 +42,18 @@ _NEVER = 1 << 62
 class LiquidationIndex:
     """Candidate lookup for liquidation after a mark move."""
 
-    def __init__(self, symbols: list[str]) -> None:
+    def __init__(self, symbols: list[str] | tuple[()] = ()) -> None:
         self.longs: dict[str, SortedList] = {s: SortedList() for s in symbols}
         self.shorts: dict[str, SortedList] = {s: SortedList() for s in symbols}
         self.multi: dict[str, set[int]] = {s: set() for s in symbols}
         self._entries: dict[int, list[tuple[str, bool, int]]] = {}
         self._multi_of: dict[int, list[str]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return state_of(self, ("longs", "shorts", "multi", "_entries", "_multi_of"))
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
 
     def remove(self, account_id: int) -> None:
         """Forget every entry of the account."""

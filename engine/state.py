@@ -27,10 +27,23 @@ from engine.book import Order, OrderBook
 from engine.errors import Reject, Rejected
 from engine.instruments import Instrument, default_instruments
 from engine.liq_index import LiquidationIndex
+from engine.pickling import restore, state_of
 from engine.stops import StopBook
 
 _tuple_new = tuple.__new__
 FUNDING_KEPT = 100  # recent funding rounds per symbol, for GET /v1/funding/{symbol}
+
+
+# What a snapshot holds (ExchangeState.__getstate__): every attribute __init__ sets, and the
+# two matching-time ones (tests/unit/test_purity.py checks that the list is complete)
+STATE_ATTRS = (
+    "instruments", "symbols", "books", "marks", "adl_policy", "accounts", "holders", "max_open_orders",
+    "closed_orders_kept", "fills_kept", "recent_trades", "seq", "next_account_id", "next_order_id",
+    "next_trade_id", "fees_collected_atoms", "deposits_atoms", "withdrawals_atoms", "top_ups_atoms",
+    "bad_debt_atoms", "liq_index", "index", "basis", "last_price", "premium_sum", "premium_samples",
+    "funding_history", "stops", "rankings", "rank_touched", "out", "ts", "dirty", "moved", "index_stale",
+    "takeover", "partial_order_id",
+)
 
 
 class ExchangeState:
@@ -100,7 +113,7 @@ class ExchangeState:
 
     def __getstate__(self) -> dict[str, Any]:
         """The state without the ADL lines: derived, rebuilt on first use (smaller snapshots)."""
-        state = self.__dict__.copy()
+        state = state_of(self, STATE_ATTRS)
         state["rankings"] = {}
         state["rank_touched"] = set()
         return state
@@ -108,7 +121,7 @@ class ExchangeState:
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore; ADL lines pickled by an older version (other key layout) are dropped; a
         state pickled before stop orders gets an empty stop book."""
-        self.__dict__.update(state)
+        restore(self, state)
         if "stops" not in state:
             self.stops = StopBook(self.symbols)
         self.rankings = {}

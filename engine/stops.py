@@ -57,6 +57,7 @@ from sortedcontainers import SortedList
 from engine import commands as c
 from engine import events as ev
 from engine.errors import InvariantViolation, Reject, Rejected
+from engine.pickling import as_dict, restore, state_of
 from engine.units import e8_to_str
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class StopBook:
 
     __slots__ = ("active", "checked", "count", "lists", "orders", "tops")
 
-    def __init__(self, symbols: list[str]) -> None:
+    def __init__(self, symbols: list[str] | tuple[()] = ()) -> None:
         # (symbol, trigger_by) -> (fall list keyed (-trigger, id), rise list keyed (trigger, id))
         self.lists: dict[tuple[str, str], tuple[SortedList, SortedList]] = {
             (s, by): (SortedList(), SortedList()) for s in symbols for by in c.TRIGGER_BY
@@ -105,11 +106,14 @@ class StopBook:
         self.checked: dict[tuple[str, str], int] = {}
         self.active: list[tuple[str, str]] = []  # the keys of `tops`, in scan order
 
+    def __getstate__(self) -> dict[str, Any]:
+        return state_of(self, ("active", "checked", "count", "lists", "orders", "tops"))
+
     def __setstate__(self, state: Any) -> None:
         """Unpickle (snapshots), also one written before `tops` and `checked` existed."""
-        for name, value in (state[1] if isinstance(state, tuple) else state).items():
-            setattr(self, name, value)
-        if not hasattr(self, "active"):
+        values = as_dict(state)
+        restore(self, values)
+        if "active" not in values:
             self.tops, self.checked, self.active = {}, {}, []
             for key in self.lists:
                 self._retop(key)

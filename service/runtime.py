@@ -26,6 +26,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import native
 from service.config import build_engine, load_engine_config
 from service.engine_loop import EngineLoop
 from service.feed import Feed, PriceFeed, load_feed, schedule
@@ -58,6 +59,7 @@ class Services:
             snapshot_every=settings.snapshot_every,
             snapshot_interval_s=settings.snapshot_interval_s,
             snapshot_mode=settings.snapshot_mode,
+            freeze_gc=settings.gc_freeze,
         )
         # Recovery: newest valid snapshot + journal replay; refuses to start on corruption.
         self.recovered = self.journal.recover()
@@ -305,11 +307,12 @@ class Services:
                 s.memory_events_kept,
             )
         log.info(
-            "engine ready at seq %d: %s; data dir %s, fsync=%s",
+            "engine ready at seq %d: %s; data dir %s, fsync=%s; %s engine",
             self.engine.seq,
             ", ".join(self.engine.symbols),
             s.data_dir,
             s.fsync,
+            native.active(),
         )
         if s.gc_freeze:
             loop = asyncio.get_running_loop()

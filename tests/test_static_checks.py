@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     "command",
     [
-        ["ruff", "check", "engine", "service", "api", "tests", "bench"],
-        ["mypy", "engine", "service", "api"],
+        ["ruff", "check", "engine", "service", "api", "tests", "bench", "native"],
+        ["mypy", "engine", "service", "api", "native"],
     ],
     ids=["ruff", "mypy"],
 )

@@ -35,9 +35,8 @@ PUBLIC_TYPES = frozenset(
         "insurance_fund_changed",
     }
 )
-ALL_TYPES = frozenset(
-    getattr(cls, "TYPE").fget(None)  # noqa: B009 - the NamedTuple's TYPE property, read off the class
-    for cls in ev.Event.__args__
+ALL_TYPES = frozenset(  # the TYPE of a blank event of each class (the property reads no field)
+    cls._make((None,) * len(cls._fields)).TYPE for cls in ev.Event.__args__
 )
 
 

@@ -126,6 +126,7 @@ class DurableJournal:
         snapshot_interval_s: float = 300.0,
         segment_bytes: int = 64 << 20,
         snapshot_mode: str = "fork",
+        freeze_gc: bool = False,
     ) -> None:
         if snapshot_mode not in SNAPSHOT_MODES:
             raise ValueError(f"snapshot mode must be one of {SNAPSHOT_MODES}")
@@ -135,6 +136,7 @@ class DurableJournal:
         self.snapshot_every = snapshot_every
         self.snapshot_interval_s = snapshot_interval_s
         self.segment_bytes = segment_bytes
+        self.freeze_gc = freeze_gc  # after recovery (recovery.py); the service's EXCHANGE_GC_FREEZE
         self.writer: JournalWriter | None = None
         self.records = 0
         self.batches = 0
@@ -159,7 +161,7 @@ class DurableJournal:
         if self._lock is None:
             self._lock = lock_data_dir(self.data_dir)
         self.id = data_dir_id(self.data_dir)
-        rec = recover(self.data_dir, self.new_engine, repair=True)
+        rec = recover(self.data_dir, self.new_engine, repair=True, freeze_gc=self.freeze_gc)
         self.last_seq = rec.engine.seq
         self.writer = JournalWriter(
             self.data_dir,

@@ -21,6 +21,7 @@ from service.engine_loop import EngineHalted, EngineLoop
 from service.metrics import Metrics
 from service.settings import Settings
 from service.storage.durable import DurableJournal
+from tests.builds import python_engine_only
 
 ADMIN = {"X-Admin-Token": "halt-admin-token-0123"}
 POISON_ATOMS = 1_337_000_000  # a deposit of 13.37 trips the injected fault
@@ -78,6 +79,7 @@ async def test_engine_when_apply_raises_halts_and_answers_503_everywhere(tmp_pat
             ]
 
 
+@python_engine_only
 async def test_engine_loop_when_a_command_in_a_batch_raises_answers_earlier_ones_and_fails_the_rest(
     tmp_path: Path,
 ) -> None:

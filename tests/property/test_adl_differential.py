@@ -22,10 +22,12 @@ from engine import deleverage
 from engine import events as ev
 from engine.accounts import Position
 from engine.engine import Engine
+from tests.builds import python_engine_only
 from tests.property import adl_reference
 
 BTC, ETH = "BTC-PERP", "ETH-PERP"
 POLICIES = (c.ADL_QUEUE, c.ADL_PRO_RATA)
+
 
 
 # == 1. lines built directly ===================================================================
@@ -183,6 +185,7 @@ def _run(cmds: list[Any], reference: bool) -> tuple[list[Any], str]:
     return events, eng.state_hash()
 
 
+@python_engine_only  # the reference is patched in
 @pytest.mark.parametrize("seed", range(16))
 def test_cascade_when_line_allocates_gives_the_reference_events_and_state(seed: int) -> None:
     cmds = _cascade_commands(seed)

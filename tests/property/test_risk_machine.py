@@ -900,7 +900,7 @@ def _ceil(x: Any) -> int:
 
 
 def _fields(command: Any) -> dict[str, Any]:
-    return {name: getattr(command, name) for name in command.__slots__}
+    return {f.name: getattr(command, f.name) for f in dataclasses.fields(command)}
 
 
 RiskMachine.TestCase.settings = RISK_SETTINGS
