@@ -12,6 +12,7 @@ COPY pyproject.toml README.md ./
 COPY engine ./engine
 COPY service ./service
 COPY api ./api
+COPY native ./native
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim

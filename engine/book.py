@@ -125,31 +125,41 @@ class Level:
 
 
 class OrderBook:
-    """Bids and asks of one symbol."""
+    """Bids and asks of one symbol.
 
-    __slots__ = ("asks", "bids", "orders", "symbol")
+    The best level of each side is cached (`top_bid`, `top_ask`), kept by `add` and `remove`:
+    the matching loop reads it once per maker, and a `SortedDict.peekitem` would cost an
+    interpreted call each time (check_invariants compares the cache with the sides)."""
+
+    __slots__ = ("asks", "bids", "orders", "symbol", "top_ask", "top_bid")
 
     def __init__(self, symbol: str = "") -> None:
         self.symbol = symbol
         self.bids: SortedDict = SortedDict()  # -price -> Level
         self.asks: SortedDict = SortedDict()  # price -> Level
         self.orders: dict[int, Order] = {}
+        self.top_bid: Level | None = None
+        self.top_ask: Level | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return state_of(self, ("asks", "bids", "orders", "symbol"))
+        return state_of(self, ("asks", "bids", "orders", "symbol"))  # the tops are derived
 
     def __setstate__(self, state: Any) -> None:
         restore(self, state)
+        self.top_bid = self.bids.peekitem(0)[1] if self.bids else None
+        self.top_ask = self.asks.peekitem(0)[1] if self.asks else None
 
     # -- queries -------------------------------------------------------------------------
 
     def best_bid(self) -> int | None:
         """Highest bid price, or None."""
-        return -self.bids.peekitem(0)[0] if self.bids else None
+        top = self.top_bid
+        return top.price_ticks if top is not None else None
 
     def best_ask(self) -> int | None:
         """Lowest ask price, or None."""
-        return self.asks.peekitem(0)[0] if self.asks else None
+        top = self.top_ask
+        return top.price_ticks if top is not None else None
 
     def depth(self, levels: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """Top `levels` of each side as (price_ticks, total_lots), best first."""
@@ -160,8 +170,8 @@ class OrderBook:
     def crosses(self, is_buy: bool, price_ticks: int) -> bool:
         """Whether an order at this price would meet the opposite side."""
         if is_buy:
-            return bool(self.asks) and self.asks.peekitem(0)[0] <= price_ticks
-        return bool(self.bids) and -self.bids.peekitem(0)[0] >= price_ticks
+            return self.top_ask is not None and self.top_ask.price_ticks <= price_ticks
+        return self.top_bid is not None and self.top_bid.price_ticks >= price_ticks
 
     def walk(self, is_buy: bool, limit_ticks: int) -> Iterator[Order]:
         """Resting orders a taker on `is_buy` side limited at `limit_ticks` would meet, in priority.
@@ -191,6 +201,11 @@ class OrderBook:
         if level is None:
             level = Level(price)
             side[key] = level
+            if order.is_buy:
+                if self.top_bid is None or price > self.top_bid.price_ticks:
+                    self.top_bid = level
+            elif self.top_ask is None or price < self.top_ask.price_ticks:
+                self.top_ask = level
         level.orders[order.order_id] = order
         level.total_lots += order.remaining_lots
         self.orders[order.order_id] = order
@@ -205,6 +220,10 @@ class OrderBook:
         level.total_lots -= order.remaining_lots
         if not level.orders:
             del side[key]
+            if level is self.top_bid:
+                self.top_bid = side.peekitem(0)[1] if side else None
+            elif level is self.top_ask:
+                self.top_ask = side.peekitem(0)[1] if side else None
 
     def reduce(self, order: Order, lots: int) -> None:
         """Lower a resting order's remaining quantity in place (keeps time priority)."""
@@ -216,14 +235,13 @@ class OrderBook:
     def best_maker(self, is_buy_taker: bool, limit_ticks: int) -> Order | None:
         """The first order of the best opposite level if it crosses `limit_ticks`, else None:
         the next maker a taker meets in price-time priority (matching.py loops on it)."""
-        side = self.asks if is_buy_taker else self.bids
-        if not side:
+        level = self.top_ask if is_buy_taker else self.top_bid
+        if level is None:
             return None
-        level = side.peekitem(0)[1]
         price = level.price_ticks
         if (price > limit_ticks) if is_buy_taker else (price < limit_ticks):
             return None
-        return next(iter(level.orders.values()))  # type: ignore[no-any-return]
+        return next(iter(level.orders.values()))
 
     def take(self, maker: Order, qty_lots: int) -> bool:
         """A fill of `qty_lots` against a resting maker: it leaves the book with its remaining
@@ -237,13 +255,15 @@ class OrderBook:
 
     def best_level(self, is_buy_taker: bool) -> Level | None:
         """The best opposite level for a taker on the given side."""
-        side = self.asks if is_buy_taker else self.bids
-        return side.peekitem(0)[1] if side else None
+        return self.top_ask if is_buy_taker else self.top_bid
 
     # -- invariants ----------------------------------------------------------------------
 
     def check_invariants(self) -> None:
         """Raise InvariantViolation if the book is crossed or its indexes disagree."""
+        for side, top in ((self.bids, self.top_bid), (self.asks, self.top_ask)):
+            if top is not (side.peekitem(0)[1] if side else None):
+                raise InvariantViolation(f"{self.symbol}: cached best level is not the best")
         bb, ba = self.best_bid(), self.best_ask()
         if bb is not None and ba is not None and bb >= ba:
             raise InvariantViolation(f"{self.symbol}: book crossed {bb} >= {ba}")

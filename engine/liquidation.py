@@ -49,19 +49,20 @@ def run_liquidations(st: ExchangeState) -> None:
     st.moved.clear()
     while candidates:
         below: list[tuple[int, int, int, str]] = []  # (equity, maintenance, account id, part)
+        flat_debts: list[int] = []  # flat accounts below zero, covered by id before any liquidation
         accounts, instruments, marks, stale = st.accounts, st.instruments, st.marks, st.index_stale
-        for aid in sorted(candidates) if len(candidates) > 1 else candidates:  # by id: flat debts are covered in that order
+        for aid in candidates:
             if aid == INSURANCE_FUND_ID:
                 continue
             acct = accounts[aid]
             stale.add(aid)
             positions = acct.positions
             if acct.isolated:
-                _check_parts(st, acct, below)
+                _check_parts(st, acct, below, flat_debts)
                 continue
             if not positions:
                 if acct.wallet_atoms < 0:
-                    _cover_negative_balance(st, acct)
+                    flat_debts.append(aid)
                 continue
             if len(positions) == 1:  # risk.equity_atoms / maintenance_atoms, inline
                 for sym, pos in positions.items():
@@ -74,6 +75,8 @@ def run_liquidations(st: ExchangeState) -> None:
                 mm = maintenance_atoms(acct, instruments, marks)
             if eq < mm:
                 below.append((eq, mm, aid, CROSS))
+        for aid in sorted(flat_debts):  # the fund pays what it can, in account id order
+            _cover_negative_balance(st, accounts[aid])
         if not below:
             break
         for aid, part in _lowest_ratio_first(below):
@@ -89,8 +92,11 @@ def run_liquidations(st: ExchangeState) -> None:
 CROSS = ""  # the part name of an account's cross positions (isolated parts are named by symbol)
 
 
-def _check_parts(st: ExchangeState, acct: Account, below: list[tuple[int, int, int, str]]) -> None:
-    """An account with isolated symbols: its cross part and each isolated position apart."""
+def _check_parts(
+    st: ExchangeState, acct: Account, below: list[tuple[int, int, int, str]], flat_debts: list[int]
+) -> None:
+    """An account with isolated symbols: its cross part and each isolated position apart
+    (a flat cross part below zero goes to `flat_debts`)."""
     instruments, marks, iso = st.instruments, st.marks, acct.isolated
     cross = [s for s in acct.positions if s not in iso]
     if cross:
@@ -99,7 +105,7 @@ def _check_parts(st: ExchangeState, acct: Account, below: list[tuple[int, int, i
         if eq < mm:
             below.append((eq, mm, acct.account_id, CROSS))
     elif acct.wallet_atoms < 0:
-        _cover_negative_balance(st, acct)
+        flat_debts.append(acct.account_id)
     for sym, pos in acct.positions.items():
         if sym in iso:
             inst = instruments[sym]

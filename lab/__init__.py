@@ -23,7 +23,3 @@ Imports `engine/` only, never `service/` or `api/`. Deterministic: the same argu
 byte-identical JSON (no clock, no floats in it; the synthetic generator's floats are turned
 into integers once, by one seeded `random.Random`).
 """
-
-import native
-
-native.use()  # the compiled engine when one is built (native/), chosen before the engine loads

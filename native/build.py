@@ -41,14 +41,20 @@ def build(out: Path = BUILD_DIR, jobs: int | None = None, quiet: bool = False) -
         (work / "engine").mkdir()
         for src in ENGINE_SOURCES.glob("*.py"):
             shutil.copy2(src, work / "engine" / src.name)
+        # the package's __init__ (not compiled) chooses the build: an empty one here
+        (work / "engine" / "__init__.py").write_text("")
         (work / "mypy.ini").write_text(MYPY_INI)
         modules = [f"engine/{p.name}" for p in compiled_modules()]
         (work / "setup.py").write_text(SETUP_PY.format(modules=modules))
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "setup.py", "build_ext", "--inplace", f"--parallel={jobs}"],
-            cwd=work, check=True, env={**os.environ, "MYPY_CONFIG_FILE_DIR": str(work)},
-            stdout=subprocess.DEVNULL if quiet else None,
+            cwd=work, env={**os.environ, "MYPY_CONFIG_FILE_DIR": str(work)},
+            stdout=subprocess.PIPE if quiet else None, stderr=subprocess.STDOUT if quiet else None, text=True,
         )
+        if done.returncode != 0:
+            if quiet:
+                sys.stderr.write(done.stdout[-20_000:])
+            done.check_returncode()
         staged = Path(tempfile.mkdtemp(prefix="_build.", dir=out.parent))
         try:
             (staged / "engine").mkdir()

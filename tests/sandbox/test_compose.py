@@ -104,7 +104,7 @@ def test_runtime_dependencies_when_read_cover_what_the_service_and_demo_import()
     declared |= {"uvicorn", "websockets", "prometheus_client", "pydantic_settings", "starlette", "pydantic_core"}
     imported = _top_level_imports("service") | _top_level_imports("api") | _top_level_imports("engine")
     stdlib = set(sys.stdlib_module_names)
-    first_party = {"engine", "service", "api"}
+    first_party = {"engine", "service", "api", "native"}
     third_party = {m.lower() for m in imported if m not in stdlib and m not in first_party}
     aliases = {"sortedcontainers": "sortedcontainers", "prometheus_client": "prometheus_client"}
     missing = {m for m in third_party if aliases.get(m, m) not in declared}

@@ -228,8 +228,12 @@ def test_tour_when_pasted_against_the_sandbox_prints_what_the_readme_shows(sandb
     assert '"type":"authenticated","account_id":7' in out.stdout
     # the tour leaves the demo market running: still quoting both sides
     assert sandbox.proc.poll() is None, sandbox.log.read_text()
-    time.sleep(0.5)
-    book = httpx.get(f"{sandbox.base}/v1/orderbook/BTC-PERP?depth=1", timeout=5).json()
+    deadline = time.monotonic() + 5  # a look may fall between the maker's cancel and its new quotes
+    while True:
+        time.sleep(0.3)
+        book = httpx.get(f"{sandbox.base}/v1/orderbook/BTC-PERP?depth=1", timeout=5).json()
+        if (book["bids"] and book["asks"]) or time.monotonic() > deadline:
+            break
     assert book["bids"] and book["asks"], book
     assert "Traceback" not in sandbox.log.read_text()
 

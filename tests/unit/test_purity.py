@@ -1,7 +1,8 @@
 """The engine is pure and deterministic (STYLE 1, SPEC §7).
 
 - No module in engine/ imports I/O, clocks, randomness or async frameworks, and none calls
-  float().
+  float(). (The package's `__init__` imports `native`, which reads the build stamp to choose
+  which build of these modules loads; no module's behaviour depends on it.)
 - The same seeded command stream gives identical events and state hashes in two engines,
   and the same state hash in fresh interpreter processes with different hash seeds.
 """
