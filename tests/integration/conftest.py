@@ -69,6 +69,8 @@ def start_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         return svc
 
     yield start
+    for svc in started:  # all at once, then wait for each
+        svc.terminate()
     for svc in started:
         svc.stop()
 

@@ -149,6 +149,7 @@ class ServiceProcess:
         self.env = env
         self.log_path = logdir / f"service-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._terminated = False  # SIGTERM sent to the current process
 
     @property
     def data_dir(self) -> Path:
@@ -163,6 +164,7 @@ class ServiceProcess:
                 "EXCHANGE_REDIS_URL", None
             )  # an outer setting must not leak into a no-Redis instance
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop(); a restart appends
+        self._terminated = False
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", "--port", str(self.port)],
             cwd=ROOT,
@@ -185,11 +187,17 @@ class ServiceProcess:
         assert self.nofile is not None
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting (`stop` then waits): several services shut down at once."""
+        if self.proc is not None and self.proc.poll() is None and not self._terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self) -> int | None:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:

@@ -52,7 +52,7 @@ MARKS = st.one_of(st.integers(940, 965), st.integers(1040, 1065), st.integers(MA
 N_ACCOUNTS = 3
 
 BOOK_SETTINGS = settings(
-    max_examples=scaled(1000),
+    max_examples=scaled(600),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

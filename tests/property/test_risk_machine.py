@@ -125,7 +125,7 @@ LADDER = [
 ]
 
 RISK_SETTINGS = settings(
-    max_examples=scaled(800),
+    max_examples=scaled(500),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
