@@ -10,10 +10,10 @@ Allocation policies return [(account_id, lots)] in ranking order:
 - queue: walk the ranking, take min(remaining, |q|) from each;
 - pro-rata: split over all profitable counterparties by |q| (lots rounded down, leftover lots
   one by one in ranking order); if they hold less than the remainder, the rest by queue;
-- capped pro-rata (SPEC §6, `allocate_capped_pro_rata`, not an engine policy yet): split by
-  unrealized profit, water-filled up to each position's size.
+- capped pro-rata (SPEC §6, `allocate_capped_pro_rata`): split by unrealized profit,
+  water-filled up to each position's size.
 `allocate_queue` / `allocate_pro_rata` / `allocate_capped_pro_rata` state each rule over the
-whole line; `AdlRanking.take_queue` / `take_pro_rata` give the same result touching only the
+whole line; `AdlRanking.take_queue` / `take_pro_rata` / `take_capped_pro_rata` give the same result touching only the
 positions that receive lots (plus O(log N)), which is what the engine runs (a differential
 test holds the two to the atom).
 
@@ -269,8 +269,10 @@ class AdlRanking:
     with equity > 0 are exactly the keys with a negative score prefix, the head of the line.
     So pro-rata finds its receivers without walking the line: those whose share rounds to
     at least one lot are the largest (|q| * R >= T: a range of `lot_sizes`), and the leftover
-    lots go to the first of the head. A capped pro-rata policy would do the same with the
-    profits (those with λ * upnl >= 1 are the largest profits), from the same totals.
+    lots go to the first of the head. Capped pro-rata, once it asks, also keeps the
+    profitable by cap / weight (`by_ratio`: |q| / upnl) and by profit (`by_upnl`): the water
+    level is found walking the positions it saturates, the positions whose share rounds to
+    a lot are the largest profits.
     """
 
     def __init__(self, symbol: str, side: int) -> None:
@@ -289,6 +291,10 @@ class AdlRanking:
         self.underwater: SortedList = SortedList()  # profitable with equity <= 0: account ids
         self.profitable_lots = 0
         self.profitable_upnl = 0
+        # capped pro-rata's orders of the profitable set, kept once it asked for them
+        self.capped = False
+        self.by_ratio: SortedList = SortedList()  # (Fraction(|q|, upnl), id)
+        self.by_upnl: SortedList = SortedList()  # (upnl, id)
 
     # -- upkeep ---------------------------------------------------------------------------
 
@@ -350,6 +356,9 @@ class AdlRanking:
         self.profitable_upnl += upnl
         if under:
             self.underwater.add(aid)
+        if self.capped:
+            self.by_ratio.add((Fraction(lots, upnl), aid))
+            self.by_upnl.add((upnl, aid))
 
     def _unprofit(self, aid: int, row: tuple[int, int, bool]) -> None:
         lots, upnl, under = row
@@ -363,6 +372,9 @@ class AdlRanking:
         self.profitable_upnl -= upnl
         if under:
             self.underwater.remove(aid)
+        if self.capped:
+            self.by_ratio.remove((Fraction(lots, upnl), aid))
+            self.by_upnl.remove((upnl, aid))
 
     def _build(
         self, accounts: dict[int, Account], instruments: dict[str, Instrument], marks: dict[str, int],
@@ -406,6 +418,8 @@ class AdlRanking:
         self.profit_of, self.by_lots = {}, {}
         self.lot_sizes, self.underwater = SortedList(), SortedList()
         self.profitable_lots = self.profitable_upnl = 0
+        self.capped = False
+        self.by_ratio, self.by_upnl = SortedList(), SortedList()
         self.pending.clear()
 
     def _keep_profits(self) -> None:
@@ -432,6 +446,16 @@ class AdlRanking:
         self.profitable_lots = total
         self.profitable_upnl = sum(profit_of.values())
         self.profits = True
+
+    def _keep_capped(self) -> None:
+        """Capped pro-rata's orders of the profitable set (once per build), then kept."""
+        self._keep_profits()
+        if self.capped:
+            return
+        row_of = self.row_of
+        self.by_ratio = SortedList((Fraction(row_of[aid][0], upnl), aid) for aid, upnl in self.profit_of.items())
+        self.by_upnl = SortedList((upnl, aid) for aid, upnl in self.profit_of.items())
+        self.capped = True
 
     # -- reading --------------------------------------------------------------------------
 
@@ -464,16 +488,62 @@ class AdlRanking:
         return out, ranks
 
     def take_capped_pro_rata(self, remaining_lots: int) -> Alloc:
-        """`allocate_capped_pro_rata` over the whole line, in line order. Unlike the other
-        policies this visits every position of the side (O(N) per allocation): the water level
-        needs every profitable position's cap / profit ratio. The profitable set kept for
-        `take_pro_rata` could serve it too (a later step)."""
-        ids = self.ordered_ids()
+        """`allocate_capped_pro_rata` over the line, touching only the positions that receive
+        lots (and O(log N) per lookup).
+
+        With T the profitable lots and R the remainder: if T <= R it is pro-rata's (every
+        profitable position whole, the queue for the rest). Else the water level λ solves
+        sum(min(|q|, λ * upnl)) = R: walking the profitable by |q| / upnl ascending, a
+        position saturates (takes its whole size) while (R - C) * upnl > |q| * W, C the sizes
+        saturated so far and W the profits not saturated; then λ = (R - C) / W. An unsaturated
+        position's share floor(λ * upnl) is nonzero exactly when upnl >= W / (R - C): the
+        largest profits. The leftover lots go one each, in line order, to the profitable
+        positions still below their size: the head of the line, then `underwater` by id."""
+        self._keep_capped()
+        if self.profitable_lots <= remaining_lots:
+            return self.take_pro_rata(remaining_lots)
         row_of = self.row_of
-        alloc = allocate_capped_pro_rata([(aid, row_of[aid][0], row_of[aid][1]) for aid in ids], remaining_lots)
-        taken = {aid for aid, _ in alloc}
-        ranks = {aid: i for i, aid in enumerate(ids, 1) if aid in taken}
-        return alloc, ranks
+        shares: dict[int, int] = {}
+        capped = 0  # C
+        weight = self.profitable_upnl  # W
+        for _, aid in self.by_ratio:
+            lots, upnl, _ = row_of[aid]
+            if (remaining_lots - capped) * upnl <= lots * weight:
+                break
+            shares[aid] = lots
+            capped += lots
+            weight -= upnl
+        free = remaining_lots - capped  # λ = free / W; > 0: a saturated |q| < R - C before it
+        threshold = -(-weight // free)  # upnl * free >= W
+        for upnl, aid in self.by_upnl.irange((threshold, -1), reverse=True):
+            if aid not in shares:
+                lots = row_of[aid][0]
+                share = free * upnl // weight
+                shares[aid] = share if share < lots else lots
+        leftover = remaining_lots - sum(shares.values())
+        ranks: dict[int, int] = {}
+        if leftover:
+            entries = self.entries
+            head = int(entries.bisect_left((0, 0) if self.exact else 0))
+            for i, aid in enumerate(self._ids(entries.islice(0, head)), 1):
+                if shares.get(aid, 0) < row_of[aid][0]:
+                    shares[aid] = shares.get(aid, 0) + 1
+                    ranks[aid] = i
+                    leftover -= 1
+                    if leftover == 0:
+                        break
+            if leftover:
+                for aid in self.underwater:
+                    if shares.get(aid, 0) < row_of[aid][0]:
+                        shares[aid] = shares.get(aid, 0) + 1
+                        leftover -= 1
+                        if leftover == 0:
+                            break
+        for aid in shares:
+            if aid not in ranks:
+                ranks[aid] = self.rank(aid)
+        out = sorted(((aid, n) for aid, n in shares.items() if n > 0), key=lambda item: ranks[item[0]])
+        return out, {aid: ranks[aid] for aid, _ in out}
 
     def take_pro_rata(self, remaining_lots: int) -> Alloc:
         """`allocate_pro_rata` over the line, touching only the positions that receive lots

@@ -1,5 +1,7 @@
 """The ADL allocation as it was before the line kept its own totals: the reference that the
-engine's `take_queue` / `take_pro_rata` are held to, atom for atom (test_adl_differential.py).
+engine's `take_queue` / `take_pro_rata` / `take_capped_pro_rata` are held to, atom for atom
+(test_adl_differential.py). Capped pro-rata is SPEC §6's formula over the whole line
+(`engine.adl.allocate_capped_pro_rata`, checked by hand in tests/unit/test_adl_capped.py).
 
 Deliberately naive: the line is sorted from scratch on every call with the original rank key
 (exact `Fraction` scores), every position is looked up, and the policies walk the whole line
@@ -13,6 +15,7 @@ from fractions import Fraction
 from typing import Any
 
 from engine import commands as c
+from engine.adl import allocate_capped_pro_rata
 from engine.risk import equity_atoms
 
 
@@ -82,6 +85,12 @@ def allocate(st: Any, symbol: str, side: int, lots: int) -> tuple[list[tuple[int
     inst = st.instruments[symbol]
     mark = st.marks[symbol]
     sizes = {aid: st.accounts[aid].positions[symbol] for aid in ranked_ids}
+    if st.adl_policy[symbol] == c.ADL_CAPPED_PRO_RATA:  # SPEC §6's formula over the whole line
+        rank_of = {aid: i + 1 for i, aid in enumerate(ranked_ids)}
+        rows3 = [(aid, abs(sizes[aid].size_lots),
+                  sizes[aid].size_lots * mark * inst.atoms_per_lot_tick - sizes[aid].entry_value_atoms)
+                 for aid in ranked_ids]
+        return allocate_capped_pro_rata(rows3, lots), rank_of
     if st.adl_policy[symbol] == c.ADL_PRO_RATA:
         rank_of = {aid: i + 1 for i, aid in enumerate(ranked_ids)}
         rows = []

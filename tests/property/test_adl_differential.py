@@ -26,7 +26,7 @@ from tests.builds import python_engine_only
 from tests.property import adl_reference
 
 BTC, ETH = "BTC-PERP", "ETH-PERP"
-POLICIES = (c.ADL_QUEUE, c.ADL_PRO_RATA)
+POLICIES = (c.ADL_QUEUE, c.ADL_PRO_RATA, c.ADL_CAPPED_PRO_RATA)
 
 
 
