@@ -28,8 +28,10 @@ REPO = Path(__file__).resolve().parent.parent
 BASELINE = "990c7d2^"
 
 
-def worker() -> None:
-    """In a fresh process: W1 and W2 once each, one JSON line."""
+def worker(service_gc: bool = False) -> None:
+    """In a fresh process: W1 and W2 once each, one JSON line. `service_gc`: the collector
+    as the service runs it (EXCHANGE_GC_FREEZE, the default: what survives a full collection
+    is frozen, service/runtime.py), else CPython's defaults."""
     import gc
     import time
 
@@ -38,6 +40,8 @@ def worker() -> None:
     from bench.workload import w1, w2
 
     out: dict[str, Any] = {"build": native.active()}
+    if service_gc:
+        gc.callbacks.append(lambda phase, info: gc.freeze() if phase == "stop" and info["generation"] == 2 else None)
     for name, ops in (("W1", w1()), ("W2", w2())):
         run = EngineRun(ops)
         gc.collect()
@@ -53,9 +57,9 @@ def worker() -> None:
     print(json.dumps(out), flush=True)
 
 
-def run_one(root: Path, build: str) -> dict[str, Any]:
+def run_one(root: Path, build: str, service_gc: bool = False) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{REPO}", EXCHANGE_ENGINE=build)
-    out = subprocess.run([sys.executable, "-c", "from bench.apply_bench import worker; worker()"],
+    out = subprocess.run([sys.executable, "-c", f"from bench.apply_bench import worker; worker({service_gc})"],
                          cwd=root, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"apply worker failed ({root}, {build}):\n{out.stderr[-3000:]}")
@@ -76,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.apply_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--baseline", default=BASELINE)
+    p.add_argument("--service-gc", action="store_true",
+                   help="every engine with the service's collector policy (freeze after each full collection)")
     args = p.parse_args(args_in)
     for line in header(args_in):
         print(line)
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rnd in range(args.runs):
             for name, root, build in impls:
-                r = run_one(root, build)
+                r = run_one(root, build, args.service_gc)
                 if r["build"] != build:
                     raise AssertionError(f"{name}: ran the {r['build']} engine, not the {build} one")
                 for w in ("W1", "W2"):
@@ -103,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         tmp.cleanup()
     base = impls[0][0]
-    print(f"\n`Engine.apply`, ops/s (process CPU, best of {args.runs} interleaved runs)")
+    gc_note = "the service's collector policy" if args.service_gc else "CPython's default collector"
+    print(f"\n`Engine.apply`, ops/s (process CPU, best of {args.runs} interleaved runs, {gc_note})")
     print(f"| engine | W1 | W2 | W1 vs {base} | W2 vs {base} |")
     print("|---|---:|---:|---:|---:|")
     for name, _, _ in impls:

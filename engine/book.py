@@ -241,7 +241,9 @@ class OrderBook:
         price = level.price_ticks
         if (price > limit_ticks) if is_buy_taker else (price < limit_ticks):
             return None
-        return next(iter(level.orders.values()))
+        for order in level.orders.values():  # the first (a loop: no view or iterator object)
+            return order
+        return None  # pragma: no cover - a level in the book is never empty (check_invariants)
 
     def take(self, maker: Order, qty_lots: int) -> bool:
         """A fill of `qty_lots` against a resting maker: it leaves the book with its remaining

@@ -1,7 +1,7 @@
 """Executing an ADL allocation (SPEC §6, §5 step 5): what the fund took over and the book
 did not take is closed against counterparties at the bankruptcy price.
 
-The counterparties come from the side's ADL line (adl.AdlRanking) and the symbol's policy:
+The counterparties come from the side's ADL line (adl_line.AdlRanking) and the symbol's policy:
 `queue` takes whole positions from the top, `pro_rata` spreads the lots over the profitable
 ones (adl.allocate_* state the rules; the line's take_* apply them visiting only the
 positions that receive lots, so a cascade costs what it touches, not the size of the side). The fund's entry value is split over them by quantity, cumulatively
@@ -113,7 +113,7 @@ def deleverage(st: ExchangeState, liquidated_id: int, symbol: str, bv: int, orig
 def allocate(st: ExchangeState, symbol: str, side: int, lots: int) -> Alloc:
     """The counterparties on `side` of `symbol` that close `lots` under the symbol's policy,
     [(account_id, lots)] in line order, and their 1-based ranks in the line. Only the
-    positions that receive lots are visited (adl.AdlRanking.take_*)."""
+    positions that receive lots are visited (adl_line.AdlRanking.take_*)."""
     line = st.adl_ranking(symbol, side)
     policy = st.adl_policy[symbol]
     if policy == c.ADL_PRO_RATA:

@@ -22,7 +22,8 @@ from typing import Any
 from engine import commands as c
 from engine import events as ev
 from engine.accounts import FILLS_KEPT, INSURANCE_FUND_ID, Account
-from engine.adl import AdlRanking, adl_quantile
+from engine.adl import adl_quantile
+from engine.adl_line import AdlRanking
 from engine.book import Order, OrderBook
 from engine.errors import Reject, Rejected
 from engine.instruments import Instrument, default_instruments

@@ -318,7 +318,8 @@ class Services:
             loop = asyncio.get_running_loop()
 
             def freeze_soon() -> None:  # not inside the collector's callback
-                loop.call_soon(gc.freeze)
+                if not loop.is_closed():  # a service never stopped leaves its callback behind
+                    loop.call_soon(gc.freeze)
 
             self.metrics.watch_gc(after_full=freeze_soon)
         else:

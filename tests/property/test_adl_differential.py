@@ -1,4 +1,4 @@
-"""The engine's ADL allocation (adl.AdlRanking.take_queue / take_pro_rata, kept incrementally)
+"""The engine's ADL allocation (adl_line.AdlRanking.take_queue / take_pro_rata, kept incrementally)
 against the reference (adl_reference.py: the line sorted from scratch, the policies walking
 all of it), atom for atom: the same counterparties, lots and ranks, under every policy.
 
