@@ -66,9 +66,9 @@ def _has_mypy() -> bool:
     return True
 
 
-def build_state(build_dir: Path = BUILD_DIR) -> str:
+def build_state(build_dir: Path | None = None) -> str:
     """"fresh", "stale" or "missing"."""
-    stamp = build_dir / STAMP
+    stamp = (build_dir or BUILD_DIR) / STAMP
     if not stamp.exists():
         return "missing"
     return "fresh" if stamp.read_text().strip() == source_digest() else "stale"

@@ -87,7 +87,7 @@ def decode_command(data: bytes) -> Any:
     except orjson.JSONDecodeError:  # e.g. "number is infinity": an integer of 310+ digits
         parsed = loads_exact(data)
     else:
-        if any(type(v) is float for v in parsed):  # orjson reads big ints as floats: be exact
+        if float in map(type, parsed):  # orjson reads big ints as floats: be exact
             parsed = loads_exact(data)
     if type(parsed) is not list or not parsed:
         raise ValueError("a command record is a non-empty JSON array")
