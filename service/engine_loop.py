@@ -11,7 +11,7 @@ Handlers `await engine_loop.submit(command, after)`. The task drains the queue i
    matching) is a snapshot taken before any later command of the batch touches it.
 
 Then, once per batch: `capture(events)` (when set) reads whatever derived state must
-travel with the batch (the WebSocket hub's book snapshots and ADL quantiles, service/ws_hub.py)
+travel with the batch (the WebSocket hub's book snapshots and ADL quantiles, service/ws_fanout.py)
 while the engine is exactly at the end of that batch (after a halt mid-batch: the state the
 GET routes show, so the commands of that batch that were answered 200 reach the book too); `journal.append_batch(records)` writes
 the batch's commands; the events go to `on_delivered(events, captured)` and to every sink

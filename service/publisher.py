@@ -1,4 +1,4 @@
-"""Event publication: Redis Streams (SPEC §8), or an in-process ring when Redis is not configured.
+"""Event publication to Redis Streams (SPEC §8); without Redis, service/memory_store.py keeps events.
 
 Redis: `RedisPublisher.enqueue(events)` is called by the engine task and only appends to a
 bounded in-memory backlog (it never awaits). A separate task drains the backlog in batches,
@@ -45,8 +45,8 @@ Guarantees and known limits:
   not an outage: a key of the wrong type, a script Redis refuses, a bug). A Redis that is only
   unreachable is an outage, not a stuck publisher: trading goes on and the backlog shows it.
 
-Without `EXCHANGE_REDIS_URL`, `MemoryEventStore` keeps the last events in a ring
-(`memory_events_kept`), formatted on demand by `entries()` (used by in-process tests).
+Without `EXCHANGE_REDIS_URL`, `MemoryEventStore` (service/memory_store.py) stands in for the
+publisher; it formats entries with `event_data_json` and the stream names defined here.
 """
 
 from __future__ import annotations
@@ -159,54 +159,6 @@ class Regenerator(Protocol):
     def release(self) -> None: ...
 
     def resume_point(self, after: int) -> int | None: ...
-
-
-class MemoryEventStore:
-    """Events kept in process (no Redis): the last `maxlen` engine events."""
-
-    conflict: str | None = None  # never: nothing outside the process holds events
-    last_error: str | None = None  # never: keeping an event cannot fail
-    conflict_label = ""
-    connected = True
-
-    def __init__(self, formatter: EventFormatter, maxlen: int) -> None:
-        self.formatter = formatter
-        self.ring: deque[Any] = deque(maxlen=maxlen)
-        self.last_published_seq = 0
-
-    def enqueue(self, events: list[Any]) -> None:
-        """Keep the batch (engine task; never blocks)."""
-        if events:
-            self.ring.extend(events)
-            self.last_published_seq = events[-1].seq
-
-    def entries(self, stream: str = EVENTS_STREAM) -> list[tuple[str, dict[str, str]]]:
-        """What the Redis stream would hold: [(f"{seq}-0", {"type": ..., "data": json})]."""
-        out = []
-        for event in self.ring:
-            if stream == ADL_STREAM and type(event) is not PositionDeleveraged:
-                continue
-            data = event_data_json(self.formatter.data(event))[0].decode()
-            out.append((f"{event.seq}-0", {"type": event.TYPE, "data": data}))
-        return out
-
-    def backlog(self) -> int:
-        return 0
-
-    def held(self) -> int:
-        return 0
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self, timeout: float = 5.0) -> None:
-        return None
-
-    async def ping(self) -> bool:
-        return True
-
-    def stuck(self) -> str | None:
-        return None  # nothing to wait for: events are kept as they are delivered
 
 
 class RedisPublisher:

@@ -34,8 +34,9 @@ from service.format import EventFormatter
 from service.history import EventHistory
 from service.keys import KeyRegistry, RateLimiter
 from service.limits import AbuseLimits, ws_connection_cap
+from service.memory_store import MemoryEventStore
 from service.metrics import Metrics
-from service.publisher import MemoryEventStore, RedisPublisher
+from service.publisher import RedisPublisher
 from service.scheduler import FundingScheduler
 from service.settings import Settings
 from service.storage.durable import DurableJournal

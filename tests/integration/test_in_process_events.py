@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 
 from api.app import create_app
-from service.publisher import ADL_STREAM, EVENTS_STREAM, MemoryEventStore
+from service.memory_store import MemoryEventStore
+from service.publisher import ADL_STREAM, EVENTS_STREAM
 from service.settings import Settings
 
 ADMIN = {"X-Admin-Token": "mem-admin-token-01234"}
