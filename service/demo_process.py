@@ -25,6 +25,7 @@ from api.client import ApiError, ExchangeClient
 SANDBOX_ADMIN_TOKEN = "sandbox-admin-token"  # the same default as docker-compose.yml
 FEEDS = Path(__file__).resolve().parents[1] / "feeds"
 SANDBOX_CONFIG = FEEDS / "sandbox.toml"
+FUNDING_INTERVAL_S = 60  # feeds/sandbox.toml's
 CALM_FEED = FEEDS / "calm.csv"
 
 

@@ -9,7 +9,8 @@ Modules: edge.py (the ASGI edge: routing, keys, signatures, limits), signing.py 
 HMAC, timestamps, replays), rest.py (the REST route table), with its handlers in market.py
 (market data), trading.py (orders) and account.py (account, positions, margin, listen keys)
 and their shared helpers in common.py, views.py (Binance shapes of engine state), streams.py
-(market and user-data WebSocket streams, listen keys), errors.py (Binance error codes and
+(the WebSocket stream connections) with market_streams.py (market streams) and
+user_stream.py (the user-data stream, listen keys), errors.py (Binance error codes and
 messages, chosen for ccxt's exception classes), admin.py (an operator's
 `GET /v1/admin/accounts/{id}/api-secret`).
 

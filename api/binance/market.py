@@ -2,8 +2,8 @@
 aggTrades, premiumIndex, fundingRate, fundingInfo, tickers, openInterest.
 
 `ticker/24hr` counts the trades the engine keeps (the last 1,000 per symbol) of the last 24 h;
-`aggTrades` has one aggregate per engine trade. streams.py renders its mark-price stream with
-`mark_index`, `next_funding_ms` and `predicted_funding_e8` from here.
+`aggTrades` has one aggregate per engine trade. market_streams.py renders its mark-price
+stream with `mark_index`, `next_funding_ms` and `predicted_funding_e8` from here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Binance-style WebSocket streams: market streams and the user-data stream (listenKey).
+"""Binance-style WebSocket streams: the connections and the engine side shared by the market
+streams (api/binance/market_streams.py) and the user-data stream (api/binance/user_stream.py);
+`Streams` combines the two.
 
 Paths (what ccxt's binanceusdm connects to once `urls.api.ws.linear` ends in `/ws`):
 `/public/ws[/...]`, `/market/ws[/...]` (market streams), `/private/ws?listenKey=K` (user
@@ -7,38 +9,6 @@ data), and Binance's own forms `/ws`, `/ws/<streamName>`, `/ws/<listenKey>` and
 Client requests: `{"method": "SUBSCRIBE" | "UNSUBSCRIBE" | "LIST_SUBSCRIPTIONS", "params":
 [...], "id": N}` -> `{"result": null | [...], "id": N}`; a bad request gets
 `{"error": {"code": 2, "msg": ...}, "id": N}` and the connection stays.
-
-Market streams (symbol lower case): `<s>@depth[@100ms|@250ms|@500ms]` (diff depth),
-`<s>@depth5|10|20[@...]` (partial depth), `<s>@aggTrade`, `<s>@trade`,
-`<s>@markPrice[@1s]`, `!markPrice@arr[@1s]`, `<s>@forceOrder`, `!forceOrder@arr`,
-`<s>@bookTicker`, `!bookTicker`. They are sent per engine batch (not on Binance's
-100 ms / 1 s timers): depth and book tickers when the batch changed them, mark prices on
-every mark change (and once on subscribing), trades and liquidations as they happen.
-
-Diff depth follows Binance's futures rules, with engine seqs as update ids: a message
-covers one engine batch, `u` is the batch's last seq, `pu` the `u` of the previous depth
-message of that symbol and `U = pu + 1`; `GET /fapi/v1/depth` answers `lastUpdateId` =
-the engine's seq, so a client that buffers, snapshots and applies the messages with
-`u >= lastUpdateId` (the first one has `U <= lastUpdateId <= u`) holds the book exactly;
-levels are absolute quantities (0 = gone), so applying a message twice is harmless. The
-levels a batch touched (its orders' and trades' prices) are read from the book right after
-the batch (`capture`), compared with what was last sent, and only the differences go out;
-an amend (whose old price no event names) compares the whole book.
-
-User data (one listenKey per account, 60 minutes, extended by `PUT /fapi/v1/listenKey`;
-`listenKeyExpired` then a close when it lapses): `ORDER_TRADE_UPDATE` for the account's
-orders (NEW, TRADE, CANCELED / EXPIRED, AMENDMENT), its liquidation (`o` LIQUIDATION,
-`x` TRADE, `c` "autoclose-<seq>") and its ADL closes (`o` LIQUIDATION, `x` CALCULATED,
-`c` "adl_autoclose"); `ACCOUNT_UPDATE` for every wallet or position change (`m`: ORDER,
-ADL, FUNDING_FEE, DEPOSIT, WITHDRAW, INSURANCE_CLEAR; MARGIN_TYPE_CHANGE for a margin type
-change, MARGIN_TRANSFER for a `positionMargin` add / reduce, SPEC §12), positions with `mt`
-cross / isolated and `iw` the isolated margin, the balance with `wb` = cross wallet plus
-isolated margins and `cw` = the cross wallet (margins as of the delivered batch, like the
-marks of `up`); and `ADL_QUANTILE` (not a Binance
-event: `{"e", "E", "symbol", "adlQuantile": {"LONG", "SHORT", "BOTH"}}` like
-`GET /fapi/v1/adlQuantile`) whenever a position's quantile changes, at most every
-`EXCHANGE_ADL_QUANTILE_INTERVAL_S`. Liquidation and ADL fills have no engine order or trade
-id: the event's seq is both.
 
 Ordering and durability: the same source as the /v1 hub (service/ws_hub.py). The engine
 loop's `capture` (right after a batch is applied) and `on_delivered` (once the batch is
@@ -54,9 +24,6 @@ connection attempt costs the address's request weight, a market connection that 
 subscribed to nothing within EXCHANGE_WS_AUTH_DEADLINE_S is closed, and an unknown
 listenKey counts as a failed authentication (while the address is throttled, user-data
 connections are refused).
-
-Known limits: the mark stream's funding rate `r` is read from the live engine when sent;
-listen keys live in memory (a restart forgets them: ccxt then makes a new one).
 """
 
 from __future__ import annotations
@@ -64,9 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -74,12 +38,12 @@ import orjson
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.binance.market import mark_index, next_funding_ms, predicted_funding_e8
-from api.binance.views import STP_OUT, Venue, ms, now_ms
+from api.binance.market_streams import _PARTIAL, MarketStreams, _parse_name
+from api.binance.user_stream import ListenKeys, UserStream
+from api.binance.views import Venue, ms
 from engine import events as ev
 from engine.commands import MARGIN_ISOLATED
 from engine.orders import TRIGGER_COMMAND
-from engine.units import E8, div_half_even, e8_to_str
 from service.limits import WS_CONNECT_WEIGHT, client_key
 
 if TYPE_CHECKING:
@@ -87,73 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("api.binance.streams")
 
-LISTEN_KEY_VALID_MS = 60 * 60 * 1000
-SWEEP_S = 1.0
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
-_DEPTH_SPEEDS = ("", "@100ms", "@250ms", "@500ms")
-_PARTIAL = (5, 10, 20)
 _BOOK_EVENTS = (ev.OrderAccepted, ev.OrderCanceled, ev.OrderAmended, ev.TradeExecuted)
-_ALL_STREAMS: dict[str, tuple[Any, ...]] = {
-    "!forceorder@arr": ("force", None),
-    "!markprice@arr": ("mark", None),
-    "!markprice@arr@1s": ("mark", None),
-    "!bookticker": ("book", None),
-}
-_REASONS = {"trade": "ORDER", "liquidation": "ORDER", "adl": "ADL"}
-
-
-class ListenKeys:
-    """listenKey -> account, in memory; one active key per account (Binance's behaviour:
-    asking again returns the same key and extends it)."""
-
-    def __init__(self, clock: Callable[[], int] = now_ms) -> None:
-        self.clock = clock
-        self._account: dict[str, int] = {}
-        self._expires: dict[str, int] = {}
-        self._key_of: dict[int, str] = {}
-
-    def open(self, account_id: int) -> str:
-        key = self._key_of.get(account_id)
-        if key is None or self._expires[key] < self.clock():
-            if key is not None:
-                self.close(account_id, key)
-            key = secrets.token_hex(32)
-            self._account[key] = account_id
-            self._key_of[account_id] = key
-        self._expires[key] = self.clock() + LISTEN_KEY_VALID_MS
-        return key
-
-    def keepalive(self, account_id: int, key: str | None) -> str | None:
-        """Extend the account's key (or `key`, if it is the account's); None if none is active."""
-        key = key or self._key_of.get(account_id)
-        if key is None or self._account.get(key) != account_id or self._expires[key] < self.clock():
-            return None
-        self._expires[key] = self.clock() + LISTEN_KEY_VALID_MS
-        return key
-
-    def close(self, account_id: int, key: str | None) -> str | None:
-        key = key or self._key_of.get(account_id)
-        if key is None or self._account.get(key) != account_id:
-            return None
-        del self._account[key]
-        del self._expires[key]
-        self._key_of.pop(account_id, None)
-        return key
-
-    def account_of(self, key: str) -> int | None:
-        aid = self._account.get(key)
-        if aid is None or self._expires[key] < self.clock():
-            return None
-        return aid
-
-    def lapsed(self) -> list[tuple[str, int]]:
-        """Forget and return the keys that expired."""
-        now = self.clock()
-        gone = [(k, a) for k, a in self._account.items() if self._expires[k] < now]
-        for key, aid in gone:
-            self.close(aid, key)
-        return gone
 
 
 class Conn:
@@ -192,8 +92,8 @@ class Captured:
         self.positions: dict[int, tuple[int, int, int]] | None = None
 
 
-class Streams:
-    """Market and user-data streams of one service; see the module docstring."""
+class Streams(MarketStreams, UserStream):
+    """Market and user-data streams of one service; see the module docstrings."""
 
     def __init__(self, services: Services, venue: Venue) -> None:
         self.services = services
@@ -272,15 +172,6 @@ class Streams:
         if self._bg:
             await asyncio.wait(self._bg, timeout=2.0)
 
-    def close_listen_key(self, account_id: int, key: str | None) -> None:
-        """DELETE /fapi/v1/listenKey: forget the key and close its streams."""
-        key = self.listen_keys.close(account_id, key)
-        if key is None:
-            return
-        for conn in list(self.accounts.get(account_id, ())):
-            if conn.listen_key == key:
-                self._drop(conn, 1000, "listenKey closed")
-
     # -- engine side (never awaits) --------------------------------------------------------------
 
     def capture(self, events: list[Any]) -> Captured | None:
@@ -317,116 +208,6 @@ class Streams:
             cap.quantiles = self._read_quantiles()
             self._q_due = False
         return cap
-
-    def _margin_positions(self, events: list[Any]) -> dict[int, tuple[int, int, int]] | None:
-        """(size, entry value, cross wallet) of the positions whose margin mode or margin a
-        watched account changed in this batch (`margin_mode_changed`, `position_margin_changed`
-        reason user: their events carry neither), for their ACCOUNT_UPDATE."""
-        out: dict[int, tuple[int, int, int]] | None = None
-        accounts = self.accounts
-        for event in events:
-            cls = type(event)
-            if (
-                (cls is ev.MarginModeChanged or (cls is ev.PositionMarginChanged and event.reason == "user"))
-                and event.account_id in accounts
-            ):
-                acct = self.engine.accounts[event.account_id]
-                pos = acct.positions.get(event.symbol)
-                if out is None:
-                    out = {}
-                out[event.seq] = (
-                    (pos.size_lots, pos.entry_value_atoms, acct.wallet_atoms) if pos is not None
-                    else (0, 0, acct.wallet_atoms)
-                )
-        return out
-
-    def _depth_diff(
-        self, cap: Captured, symbol: str, prices: list[tuple[bool, int | None]], full: bool, u: int, t: int
-    ) -> None:
-        book = self.engine.books[symbol]
-        bids_sent, asks_sent = self._mirror[symbol]
-        changes: tuple[dict[int, int], dict[int, int]] = ({}, {})
-        if full:
-            now_bids = {lv.price_ticks: lv.total_lots for lv in book.bids.values()}
-            now_asks = {lv.price_ticks: lv.total_lots for lv in book.asks.values()}
-            for i, (sent, now) in enumerate(((bids_sent, now_bids), (asks_sent, now_asks))):
-                for p in set(sent) | set(now):
-                    if sent.get(p, 0) != now.get(p, 0):
-                        changes[i][p] = now.get(p, 0)
-        else:
-            for is_bid, p in prices:
-                if p is None:
-                    continue
-                level = book.bids.get(-p) if is_bid else book.asks.get(p)
-                lots = level.total_lots if level is not None else 0
-                sent = bids_sent if is_bid else asks_sent
-                if sent.get(p, 0) != lots:
-                    changes[0 if is_bid else 1][p] = lots
-        if not changes[0] and not changes[1]:
-            return
-        for sent, changed in ((bids_sent, changes[0]), (asks_sent, changes[1])):
-            for p, lots in changed.items():
-                if lots:
-                    sent[p] = lots
-                else:
-                    sent.pop(p, None)
-        inst = self.engine.instruments[symbol]
-        tick, lot = inst.tick_size_e8, inst.lot_size_e8
-        pu = self._last_u.get(symbol, 0)
-        self._last_u[symbol] = u
-        payload = {
-            "e": "depthUpdate",
-            "E": t,
-            "T": t,
-            "s": self.venue.to_binance[symbol],
-            "U": pu + 1,
-            "u": u,
-            "pu": pu,
-            "b": [[e8_to_str(p * tick), e8_to_str(q * lot)] for p, q in sorted(changes[0].items(), reverse=True)],
-            "a": [[e8_to_str(p * tick), e8_to_str(q * lot)] for p, q in sorted(changes[1].items())],
-        }
-        cap.messages.append((("depth", symbol), payload))
-
-    def _partial(self, cap: Captured, symbol: str, n: int, u: int, t: int) -> None:
-        top = self.engine.books[symbol].depth(n)
-        if self._partial_sent.get((symbol, n)) == top:
-            return
-        self._partial_sent[(symbol, n)] = top
-        cap.messages.append((("partial", symbol, n), self._partial_payload(symbol, top, u, t)))
-
-    def _partial_payload(self, symbol: str, top: Any, u: int, t: int) -> dict[str, Any]:
-        inst = self.engine.instruments[symbol]
-        tick, lot = inst.tick_size_e8, inst.lot_size_e8
-        bids, asks = top
-        return {
-            "e": "depthUpdate", "E": t, "T": t, "s": self.venue.to_binance[symbol], "U": u, "u": u, "pu": u,
-            "b": [[e8_to_str(p * tick), e8_to_str(q * lot)] for p, q in bids],
-            "a": [[e8_to_str(p * tick), e8_to_str(q * lot)] for p, q in asks],
-        }
-
-    def _ticker(self, cap: Captured, symbol: str, u: int, t: int) -> None:
-        top = self.engine.books[symbol].depth(1)
-        if self._ticker_sent.get(symbol) == top:
-            return
-        self._ticker_sent[symbol] = top
-        cap.messages.append((("book", symbol), self._ticker_payload(symbol, top, u, t)))
-
-    def _ticker_payload(self, symbol: str, top: Any, u: int, t: int) -> dict[str, Any]:
-        inst = self.engine.instruments[symbol]
-        bids, asks = top
-        bid = bids[0] if bids else (None, 0)
-        ask = asks[0] if asks else (None, 0)
-        v = self.venue
-        return {
-            "e": "bookTicker", "u": u, "s": v.to_binance[symbol],
-            "b": v.price(inst, bid[0]), "B": v.qty(inst, bid[1]),
-            "a": v.price(inst, ask[0]), "A": v.qty(inst, ask[1]), "T": t, "E": t,
-        }
-
-    def _read_quantiles(self) -> dict[str, dict[int, int]]:
-        symbols = sorted(self._q_dirty)
-        self._q_dirty = set()
-        return {s: self.engine.adl_quantiles(s) for s in symbols}
 
     def on_delivered(self, events: list[Any], captured: Captured | None) -> None:
         """Send one delivered (journaled) batch, with what was captured after it."""
@@ -517,314 +298,7 @@ class Streams:
             elif accounts and cls in (ev.DepositMade, ev.WithdrawalMade, ev.AccountLiquidated, ev.NegativeBalanceCovered):
                 self._q_dirty.update(self.engine.symbols)
 
-    # -- market payloads -------------------------------------------------------------------------
-
-    def _public_trade(self, trade: Any) -> None:
-        inst = self.engine.instruments[trade.symbol]
-        price = e8_to_str(trade.price_ticks * inst.tick_size_e8)
-        qty = e8_to_str(trade.qty_lots * inst.lot_size_e8)
-        t = ms(trade.ts_ns)
-        name = self.venue.to_binance[trade.symbol]
-        maker_buys = trade.taker_side == "sell"
-        self._publish(
-            ("agg", trade.symbol),
-            {"e": "aggTrade", "E": now_ms(), "a": trade.trade_id, "s": name, "p": price, "q": qty,
-             "f": trade.trade_id, "l": trade.trade_id, "T": t, "m": maker_buys},
-        )
-        self._publish(
-            ("trade", trade.symbol),
-            {"e": "trade", "E": now_ms(), "T": t, "s": name, "t": trade.trade_id, "p": price, "q": qty,
-             "X": "MARKET", "m": maker_buys},
-        )
-
-    def _mark_payload(self, symbol: str) -> dict[str, Any]:
-        engine = self.engine
-        inst = engine.instruments[symbol]
-        mark_ticks = self._marks.get(symbol)
-        _, index = mark_index(engine, symbol)
-        return {
-            "e": "markPriceUpdate",
-            "E": now_ms(),
-            "s": self.venue.to_binance[symbol],
-            "p": self.venue.price(inst, mark_ticks),
-            "i": index,
-            "P": index,
-            "r": e8_to_str(predicted_funding_e8(engine, symbol)),
-            "T": next_funding_ms(inst),
-        }
-
-    def _mark(self, symbol: str) -> None:
-        payload = self._mark_payload(symbol)
-        self._publish(("mark", symbol), payload)
-        subs = self.topics.get(("mark", None))
-        if subs:
-            self._send(subs, "!markPrice@arr", [payload])
-
-    def _force_order(self, e: Any) -> None:
-        inst = self.engine.instruments[e.symbol]
-        qty = self.venue.qty(inst, abs(e.qty_lots))
-        price = e8_to_str(e.bankruptcy_price_e8)
-        avg = price if e.book_fill_avg_price_e8 is None else e8_to_str(e.book_fill_avg_price_e8)
-        payload = {
-            "e": "forceOrder",
-            "E": now_ms(),
-            "o": {
-                "s": self.venue.to_binance[e.symbol], "S": "SELL" if e.qty_lots > 0 else "BUY",
-                "o": "LIMIT", "f": "IOC", "q": qty, "p": price, "ap": avg, "X": "FILLED",
-                "l": qty, "z": qty, "T": ms(e.ts_ns),
-            },
-        }
-        self._publish(("force", e.symbol), payload)
-        subs = self.topics.get(("force", None))
-        if subs:
-            self._send(subs, "!forceOrder@arr", payload)
-
-    # -- user-data payloads ----------------------------------------------------------------------
-
-    def _order_base(self, order: Any, symbol: str) -> dict[str, Any]:
-        inst = self.engine.instruments[symbol]
-        orig, stop_price, working, close = self.venue.stop_fields(order)
-        kind = orig
-        if order.trigger_price_ticks is not None and order.status != "untriggered":
-            kind = "MARKET" if order.price_ticks is None else "LIMIT"  # triggered: works as its underlying kind
-        return {
-            "s": self.venue.to_binance[symbol],
-            "c": order.client_order_id or "",
-            "S": order.side.upper(),
-            "o": kind,
-            "f": "GTX" if order.post_only else order.time_in_force,
-            "q": self.venue.qty(inst, order.qty_lots),
-            "p": self.venue.price(inst, order.price_ticks),
-            "sp": stop_price,
-            "b": "0",
-            "a": "0",
-            "R": order.reduce_only,
-            "wt": working,
-            "ot": orig,
-            "ps": "BOTH",
-            "cp": close,
-            "pP": False,
-            "si": 0,
-            "ss": 0,
-            "V": STP_OUT.get(order.stp, "NONE"),
-            "pm": "NONE",
-            "gtd": 0,
-        }
-
-    def _send_order(self, account_id: int, ts_ns: int, o: dict[str, Any]) -> None:
-        t = ms(ts_ns)
-        self._send(self.accounts[account_id], None, {"e": "ORDER_TRADE_UPDATE", "E": now_ms(), "T": t, "o": o})
-
-    def _avg(self, symbol: str, lots: int, value_ticks: int) -> str:
-        if not lots:
-            return "0"
-        return e8_to_str(div_half_even(value_ticks * self.engine.instruments[symbol].tick_size_e8, lots))
-
-    def _order_new(self, e: Any) -> None:
-        order = self.engine.find_order(e.account_id, e.order_id)
-        if order is None:
-            return
-        self._progress[(e.account_id, e.order_id)] = [0, 0]
-        o = self._order_base(order, e.symbol)
-        o.update({"x": "NEW", "X": "NEW", "i": e.order_id, "l": "0", "z": "0", "L": "0", "ap": "0",
-                  "T": ms(e.ts_ns), "t": 0, "m": False, "rp": "0"})
-        self._send_order(e.account_id, e.ts_ns, o)
-
-    def _user_trade(self, aid: int, trade: Any, taker: bool) -> None:
-        order_id = trade.taker_order_id if taker else trade.maker_order_id
-        order = self.engine.find_order(aid, order_id)
-        if order is None:
-            return
-        inst = self.engine.instruments[trade.symbol]
-        remaining = trade.taker_remaining_lots if taker else trade.maker_remaining_lots
-        key = (aid, order_id)
-        progress = self._progress.get(key)
-        if progress is None:  # placed before this stream: what the order shows, less this fill
-            progress = [
-                order.qty_lots - remaining - trade.qty_lots,
-                order.filled_value_ticks - trade.price_ticks * trade.qty_lots,
-            ]
-        progress[0] += trade.qty_lots
-        progress[1] += trade.price_ticks * trade.qty_lots
-        done = remaining == 0
-        if done:
-            self._progress.pop(key, None)
-        else:
-            self._progress[key] = progress
-        fee = trade.taker_fee_atoms if taker else trade.maker_fee_atoms
-        o = self._order_base(order, trade.symbol)
-        o.update(
-            {
-                "x": "TRADE",
-                "X": "FILLED" if done else "PARTIALLY_FILLED",
-                "i": order_id,
-                "l": self.venue.qty(inst, trade.qty_lots),
-                "z": self.venue.qty(inst, progress[0]),
-                "L": self.venue.price(inst, trade.price_ticks),
-                "ap": self._avg(trade.symbol, progress[0], progress[1]),
-                "N": "USD",
-                "n": e8_to_str(fee),
-                "T": ms(trade.ts_ns),
-                "t": trade.trade_id,
-                "m": not taker,
-                "rp": "0",
-            }
-        )
-        self._send_order(aid, trade.ts_ns, o)
-
-    def _order_canceled(self, e: Any) -> None:
-        order = self.engine.find_order(e.account_id, e.order_id)
-        if order is None:
-            return
-        progress = self._progress.pop((e.account_id, e.order_id), None)
-        value = progress[1] if progress is not None else order.filled_value_ticks
-        if e.reason in ("ioc", "fok", "market"):
-            x, status = "EXPIRED", "EXPIRED"
-        elif e.reason == "stp":
-            x, status = "EXPIRED", "EXPIRED_IN_MATCH"
-        else:
-            x, status = "CANCELED", "CANCELED"
-        inst = self.engine.instruments[e.symbol]
-        o = self._order_base(order, e.symbol)
-        o.update({"x": x, "X": status, "i": e.order_id, "l": "0", "z": self.venue.qty(inst, e.filled_lots),
-                  "L": "0", "ap": self._avg(e.symbol, e.filled_lots, value), "T": ms(e.ts_ns), "t": 0,
-                  "m": False, "rp": "0"})
-        self._send_order(e.account_id, e.ts_ns, o)
-
-    def _order_expired(self, e: Any) -> None:
-        """A stop refused when it triggered (SPEC §12): EXPIRED, as Binance reports it."""
-        order = self.engine.find_order(e.account_id, e.order_id)
-        if order is None:
-            return
-        o = self._order_base(order, order.symbol)
-        o.update({"x": "EXPIRED", "X": "EXPIRED", "i": e.order_id, "l": "0", "z": "0", "L": "0", "ap": "0",
-                  "T": ms(e.ts_ns), "t": 0, "m": False, "rp": "0"})
-        self._send_order(e.account_id, e.ts_ns, o)
-
-    def _order_amended(self, e: Any) -> None:
-        order = self.engine.find_order(e.account_id, e.order_id)
-        if order is None:
-            return
-        inst = self.engine.instruments[e.symbol]
-        filled = e.qty_lots - e.remaining_lots
-        o = self._order_base(order, e.symbol)
-        o.update({"q": self.venue.qty(inst, e.qty_lots), "p": self.venue.price(inst, e.price_ticks),
-                  "x": "AMENDMENT", "X": "PARTIALLY_FILLED" if filled else "NEW", "i": e.order_id, "l": "0",
-                  "z": self.venue.qty(inst, filled), "L": "0",
-                  "ap": self._avg(e.symbol, order.filled_lots, order.filled_value_ticks),
-                  "T": ms(e.ts_ns), "t": 0, "m": False, "rp": "0"})
-        self._send_order(e.account_id, e.ts_ns, o)
-
-    def _autoclose(self, aid: int, seq: int, ts_ns: int, symbol: str, sell: bool, lots: int, price_e8: int,
-                   realized: int, client_id: str, execution: str) -> None:
-        inst = self.engine.instruments[symbol]
-        qty = self.venue.qty(inst, lots)
-        price = e8_to_str(price_e8)
-        o = {
-            "s": self.venue.to_binance[symbol], "c": client_id, "S": "SELL" if sell else "BUY",
-            "o": "LIQUIDATION", "f": "IOC", "q": qty, "p": price, "ap": price, "sp": "0",
-            "x": execution, "X": "FILLED", "i": seq, "l": qty, "z": qty, "L": price, "N": "USD", "n": "0",
-            "T": ms(ts_ns), "t": seq, "b": "0", "a": "0", "m": False, "R": True, "wt": "CONTRACT_PRICE",
-            "ot": "LIQUIDATION", "ps": "BOTH", "cp": False, "rp": e8_to_str(realized), "pP": False,
-            "si": 0, "ss": 0, "V": "NONE", "pm": "NONE", "gtd": 0,
-        }
-        self._send_order(aid, ts_ns, o)
-
-    def _liquidated(self, e: Any, realized: int) -> None:
-        self._autoclose(e.account_id, e.seq, e.ts_ns, e.symbol, e.qty_lots > 0, abs(e.qty_lots),
-                        e.bankruptcy_price_e8, realized, f"autoclose-{e.seq}", "TRADE")
-
-    def _deleveraged(self, e: Any) -> None:
-        self._autoclose(e.counterparty_account_id, e.seq, e.ts_ns, e.symbol, e.side == "long", e.qty_lots,
-                        e.price_e8, e.realized_pnl_atoms, "adl_autoclose", "CALCULATED")
-
-    def _position_row(self, aid: int, symbol: str, size: int, entry_value: int) -> dict[str, Any]:
-        inst = self.engine.instruments[symbol]
-        mark = self._marks.get(symbol, 0)
-        entry = div_half_even(entry_value * E8, size * inst.lot_size_e8) if size else 0
-        upnl = size * mark * inst.atoms_per_lot_tick - entry_value if size else 0
-        held = self._isolated.get(aid)
-        isolated = held is not None and symbol in held
-        return {
-            "s": self.venue.to_binance[symbol], "pa": self.venue.qty(inst, size), "ep": e8_to_str(entry),
-            "bep": e8_to_str(entry), "cr": "0", "up": e8_to_str(upnl),
-            "mt": "isolated" if isolated else "cross", "iw": e8_to_str(held[symbol]) if held and isolated else "0",
-            "ps": "BOTH",
-        }
-
-    def _account_update(self, aid: int, ts_ns: int, reason: str, wallet: int, change: int,
-                        positions: list[dict[str, Any]]) -> None:
-        held = self._isolated.get(aid)
-        total = wallet + sum(held.values()) if held else wallet  # wb: the isolated margins too (SPEC §12)
-        balance = {"a": "USD", "wb": e8_to_str(total), "cw": e8_to_str(wallet), "bc": e8_to_str(change)}
-        payload = {"e": "ACCOUNT_UPDATE", "E": now_ms(), "T": ms(ts_ns),
-                   "a": {"m": reason, "B": [balance], "P": positions}}
-        self._send(self.accounts[aid], None, payload)
-
-    def _position_update(self, e: Any) -> None:
-        row = self._position_row(e.account_id, e.symbol, e.size_lots, e.entry_value_atoms)
-        self._account_update(e.account_id, e.ts_ns, _REASONS.get(e.reason, "ORDER"), e.wallet_balance_atoms, 0, [row])
-
-    def _balance(self, e: Any) -> None:
-        cls = type(e)
-        if cls is ev.DepositMade:
-            reason, change = "DEPOSIT", e.amount_atoms
-        elif cls is ev.WithdrawalMade:
-            reason, change = "WITHDRAW", -e.amount_atoms
-        else:
-            reason, change = "INSURANCE_CLEAR", e.amount_atoms
-        self._account_update(e.account_id, e.ts_ns, reason, e.wallet_balance_atoms, change, [])
-
-    def _funding(self, e: Any) -> None:
-        self._account_update(e.account_id, e.ts_ns, "FUNDING_FEE", e.wallet_balance_atoms, e.amount_atoms, [])
-
-    def _margin_type(self, e: Any, positions: dict[int, tuple[int, int, int]] | None) -> None:
-        """MarginModeChanged (SPEC §12): the symbol's (flat) position row with its new `mt`."""
-        wallet = (positions or {}).get(e.seq, (0, 0, self.engine.accounts[e.account_id].wallet_atoms))[2]
-        row = self._position_row(e.account_id, e.symbol, 0, 0)
-        row["mt"] = e.mode
-        self._account_update(e.account_id, e.ts_ns, "MARGIN_TYPE_CHANGE", wallet, 0, [row])
-
-    def _position_margin(self, e: Any, positions: dict[int, tuple[int, int, int]] | None) -> None:
-        """PositionMarginChanged by the user (`POST /fapi/v1/positionMargin`): the position row
-        with its new `iw`; the money moved between the cross wallet (`cw`) and the position's
-        margin, so the wallet balance `wb` (which holds both) did not change (`bc` 0)."""
-        size, entry_value, _ = (positions or {}).get(e.seq, (0, 0, 0))
-        row = self._position_row(e.account_id, e.symbol, size, entry_value)
-        row["mt"], row["iw"] = "isolated", e8_to_str(e.isolated_margin_atoms)
-        self._account_update(e.account_id, e.ts_ns, "MARGIN_TRANSFER", e.wallet_balance_atoms, 0, [row])
-
-    def _send_quantiles(self, quantiles: dict[str, dict[int, int]]) -> None:
-        t = now_ms()
-        for aid, conns in list(self.accounts.items()):
-            for conn in list(conns):
-                for symbol, by_account in quantiles.items():
-                    if conn.closed:
-                        break
-                    q = by_account.get(aid)
-                    if q is None:
-                        if symbol not in conn.quantiles:
-                            continue
-                        del conn.quantiles[symbol]
-                        q = 0
-                        size = 0
-                    elif conn.quantiles.get(symbol) == q:
-                        continue
-                    else:
-                        conn.quantiles[symbol] = q
-                        size = self.engine.accounts[aid].size(symbol)
-                    payload = {
-                        "e": "ADL_QUANTILE", "E": t, "symbol": self.venue.to_binance[symbol],
-                        "adlQuantile": {"LONG": q if size > 0 else 0, "SHORT": q if size < 0 else 0, "BOTH": q},
-                    }
-                    self._send({conn}, None, payload)
-
     # -- fan-out ---------------------------------------------------------------------------------
-
-    def _publish(self, topic: tuple[Any, ...], payload: Any) -> None:
-        subs = self.topics.get(topic)
-        if subs:
-            self._send(subs, _stream_name(self.venue, topic), payload)
 
     def _send(self, targets: set[Conn], stream: str | None, payload: Any) -> None:
         raw = orjson.dumps(payload).decode()
@@ -989,61 +463,6 @@ class Streams:
     def _reply(self, conn: Conn, payload: Any) -> None:
         self._send({conn}, None, payload)
 
-    def _subscribe(self, conn: Conn, name: str) -> None:
-        topic = _parse_name(self.venue, name)
-        if topic is None or name in conn.names:
-            return
-        conn.names[name] = topic
-        self.topics.setdefault(topic, set()).add(conn)
-        symbol: str = topic[1] if len(topic) > 1 else None  # type: ignore[assignment]
-        kind = topic[0]
-        engine = self.engine
-        if kind == "depth" and symbol not in self._mirror:
-            book = engine.books[symbol]
-            self._mirror[symbol] = (
-                {lv.price_ticks: lv.total_lots for lv in book.bids.values()},
-                {lv.price_ticks: lv.total_lots for lv in book.asks.values()},
-            )
-        elif kind == "partial":
-            key = (symbol, topic[2])
-            if key not in self._partial_sent:
-                self._partial_sent[key] = engine.books[symbol].depth(topic[2])
-            self._send({conn}, name, self._partial_payload(symbol, self._partial_sent[key], self.seq, now_ms()))
-        elif kind == "book":
-            targets = [symbol] if symbol is not None else list(engine.symbols)
-            for s in targets:
-                if s not in self._ticker_sent:
-                    self._ticker_sent[s] = engine.books[s].depth(1)
-        elif kind == "mark" and symbol is not None:
-            self._send({conn}, name, self._mark_payload(symbol))
-        elif kind == "mark":
-            self._send({conn}, name, [self._mark_payload(s) for s in engine.symbols])
-
-    def _unsubscribe(self, conn: Conn, name: str) -> None:
-        topic = conn.names.pop(name, None)
-        if topic is None or topic in conn.names.values():
-            return
-        subs = self.topics.get(topic)
-        if subs is None:
-            return
-        subs.discard(conn)
-        if not subs:
-            del self.topics[topic]
-            self._unwatch(topic)
-
-    def _unwatch(self, topic: tuple[Any, ...]) -> None:
-        kind = topic[0]
-        symbol = topic[1] if len(topic) > 1 else None
-        if kind == "depth":
-            self._mirror.pop(symbol, None)  # type: ignore[arg-type]
-        elif kind == "partial":
-            self._partial_sent.pop((symbol, topic[2]), None)  # type: ignore[arg-type]
-        elif kind == "book":
-            watched = {t[1] for t in self.topics if t[0] == "book"}
-            for s in list(self._ticker_sent):
-                if s not in watched and None not in watched:
-                    del self._ticker_sent[s]
-
     def _forget(self, conn: Conn) -> None:
         for name in list(conn.names):
             self._unsubscribe(conn, name)
@@ -1078,67 +497,3 @@ class Streams:
         transport = getattr(protocol, "transport", None)
         if transport is not None:
             transport.abort()
-
-    # -- background: quantiles, listen keys --------------------------------------------------------
-
-    async def _background(self) -> None:
-        last_sweep = 0.0
-        while True:
-            await asyncio.sleep(self.quantile_interval_s)
-            try:
-                if self.accounts and self._q_dirty:
-                    if self.engine.seq == self.seq:  # nothing in flight: read the live engine
-                        self._send_quantiles(self._read_quantiles())
-                    else:
-                        self._q_due = True  # read at the next capture, sent with its batch
-                now = time.monotonic()
-                if now - last_sweep >= SWEEP_S:
-                    last_sweep = now
-                    for key, aid in self.listen_keys.lapsed():
-                        for conn in list(self.accounts.get(aid, ())):
-                            if conn.listen_key == key:
-                                self._send({conn}, None, {"e": "listenKeyExpired", "E": now_ms(), "listenKey": key})
-                                self._drop(conn, 1000, "listenKey expired")
-            except Exception:
-                log.exception("binance stream background step failed")
-
-
-def _parse_name(venue: Venue, name: str) -> tuple[Any, ...] | None:
-    """The topic of a stream name, or None when it is not one we serve."""
-    if len(name) > 64:
-        return None
-    low = name.lower()
-    head, _, kind = low.partition("@")
-    if head.startswith("!"):
-        return _ALL_STREAMS.get(low)
-    symbol = venue.to_engine.get(head.upper())
-    if symbol is None:
-        return None
-    if kind in ("aggtrade",):
-        return ("agg", symbol)
-    if kind == "trade":
-        return ("trade", symbol)
-    if kind in ("markprice", "markprice@1s"):
-        return ("mark", symbol)
-    if kind == "forceorder":
-        return ("force", symbol)
-    if kind == "bookticker":
-        return ("book", symbol)
-    for speed in _DEPTH_SPEEDS:
-        if kind == "depth" + speed:
-            return ("depth", symbol)
-        for n in _PARTIAL:
-            if kind == f"depth{n}{speed}":
-                return ("partial", symbol, n)
-    return None
-
-
-def _stream_name(venue: Venue, topic: tuple[Any, ...]) -> str:
-    kind = topic[0]
-    symbol = topic[1] if len(topic) > 1 else None
-    low = venue.to_binance[symbol].lower() if symbol is not None else ""
-    names = {"agg": "aggTrade", "trade": "trade", "mark": "markPrice", "force": "forceOrder",
-             "book": "bookTicker", "depth": "depth"}
-    if kind == "partial":
-        return f"{low}@depth{topic[2]}"
-    return f"{low}@{names[kind]}"

@@ -230,7 +230,7 @@ class Venue:
 
         Book trades keep their trade and order ids. Liquidation takeovers and ADL closes have
         neither in the engine: both show the fill's time in microseconds as `id` and
-        `orderId` (the WebSocket shows the event's seq instead, see streams.py)."""
+        `orderId` (the WebSocket shows the event's seq instead, see user_stream.py)."""
         inst = self.engine.instruments[fill.symbol]
         book = fill.liquidity in ("maker", "taker")
         price_e8 = fill.price * inst.tick_size_e8 if book else fill.price

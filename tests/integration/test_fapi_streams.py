@@ -1,7 +1,8 @@
 """The Binance-style WebSocket streams driven by ccxt.pro's `watch_*` and by a raw client:
 diff depth that rebuilds the book, trades, orders, my trades, balance, positions, mark
 price and funding, liquidations (forceOrder), and the liquidation / ADL fills a bot sees
-on its user-data stream (SPEC §13, api/binance/streams.py)."""
+on its user-data stream (SPEC §13, api/binance/streams.py, market_streams.py,
+user_stream.py)."""
 
 from __future__ import annotations
 

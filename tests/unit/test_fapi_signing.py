@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import pytest
 
 from api.binance import errors as err
+from api.binance.market_streams import _parse_name
 from api.binance.signing import (
     ReplayGuard,
     boolean,
@@ -24,7 +25,7 @@ from api.binance.signing import (
     signature_ok,
     split_signature,
 )
-from api.binance.streams import ListenKeys, _parse_name
+from api.binance.user_stream import ListenKeys
 from api.binance.views import Venue, binance_symbol
 from engine.engine import Engine
 from engine.errors import Reject
