@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from bench.baseline import extract, run_worker, short_rev
 
 REPO = Path(__file__).resolve().parent.parent
 # the last commit before issue 12's work on the engine (990c7d2 started it): "today" in its table
@@ -58,18 +58,8 @@ def worker(service_gc: bool = False) -> None:
 
 
 def run_one(root: Path, build: str, service_gc: bool = False) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{REPO}", EXCHANGE_ENGINE=build)
-    out = subprocess.run([sys.executable, "-c", f"from bench.apply_bench import worker; worker({service_gc})"],
-                         cwd=root, env=env, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"apply worker failed ({root}, {build}):\n{out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def extract(rev: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "archive", rev, "engine"], cwd=REPO, capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
+    code = f"from bench.apply_bench import worker; worker({service_gc})"
+    return run_worker(root, code, f"apply ({build})", EXCHANGE_ENGINE=build)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,9 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in header(args_in):
         print(line)
     tmp = tempfile.TemporaryDirectory(prefix="apply-baseline-")
-    rev = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=REPO, capture_output=True,
-                         text=True, check=True).stdout.strip()
-    impls = [(f"baseline {rev}", extract(args.baseline, Path(tmp.name)), "python"), ("this tree", REPO, "python")]
+    base_root = extract(args.baseline, Path(tmp.name), ("engine",))  # this tree's bench drives it
+    impls = [(f"baseline {short_rev(args.baseline)}", base_root, "python"), ("this tree", REPO, "python")]
     if native.build_state() == "fresh":
         impls.append(("this tree, compiled", REPO, "compiled"))
     else:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import pickle
 import random
 import statistics
@@ -38,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.baseline import extract, short_rev, worker_env
 
 REPO = Path(__file__).resolve().parent.parent
 SYMBOL = "BTC-PERP"
@@ -59,7 +60,6 @@ GOALS_S = {
     "pr20k-200": 0.5, "pr20k-1000": 0.5, "pr20k-2000": 0.5, "pr100k-200": 0.5, "pr100k-1000": 1.0,
     "q100k-10000": 1.0,
 }
-
 
 # == the scenario (runs inside a worker, against whichever engine is on sys.path) ===========
 
@@ -155,10 +155,9 @@ def worker() -> None:
 class Worker:
     def __init__(self, name: str, root: Path) -> None:
         self.name = name
-        env = dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{REPO}")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from bench.cascade_bench import worker; worker()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env(root), cwd=root,
         )
 
     def ask(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -179,16 +178,6 @@ class Worker:
         self.proc.stdin.write('{"quit": 1}\n')
         self.proc.stdin.flush()
         self.proc.wait(timeout=60)
-
-
-def extract(rev: str, into: Path) -> Path:
-    """`engine/` of `rev` (and the bench package, for the worker) in a directory of its own."""
-    into.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "archive", rev, "engine", "bench"], cwd=REPO, capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    # the worker protocol is this file's: the baseline runs the same scenario code
-    (into / "bench" / "cascade_bench.py").write_text(Path(__file__).read_text())
-    return into
 
 
 def profile(row: str, top: int) -> None:
@@ -228,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     workers = [Worker("this tree", REPO)]
     tmp = tempfile.TemporaryDirectory(prefix="cascade-baseline-")
     if not args.no_baseline:
-        root = extract(args.baseline, Path(tmp.name))
-        rev = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        # the worker protocol is this file's: the baseline runs the same scenario code
+        root = extract(args.baseline, Path(tmp.name), ("engine", "bench"), worker="bench/cascade_bench.py")
+        rev = short_rev(args.baseline)
         workers.append(Worker(f"baseline {rev}", root))
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     try:

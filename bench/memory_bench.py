@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import tracemalloc
 from pathlib import Path
 from typing import Any
+
+from bench.baseline import extract, run_worker, short_rev
 
 REPO = Path(__file__).resolve().parent.parent
 SYMBOL = "BTC-PERP"
@@ -83,14 +83,7 @@ def worker(n_accounts: int, n_orders: int) -> None:
 
 
 def run_one(root: Path, n_accounts: int, n_orders: int) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{REPO}")
-    out = subprocess.run(
-        [sys.executable, "-c", f"from bench.memory_bench import worker; worker({n_accounts}, {n_orders})"],
-        cwd=root, env=env, capture_output=True, text=True, check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"memory worker failed ({root}):\n{out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return run_worker(root, f"from bench.memory_bench import worker; worker({n_accounts}, {n_orders})", "memory")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,12 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     impls: list[tuple[str, Path]] = [("this tree", REPO)]
     tmp = tempfile.TemporaryDirectory(prefix="memory-baseline-")
     if not args.no_baseline:
-        root = Path(tmp.name)
-        archive = subprocess.run(["git", "archive", args.baseline, "engine", "bench"], cwd=REPO, capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
-        (root / "bench" / "memory_bench.py").write_text(Path(__file__).read_text())
-        rev = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        impls.append((f"baseline {rev}", root))
+        root = extract(args.baseline, Path(tmp.name), ("engine", "bench"), worker="bench/memory_bench.py")
+        impls.append((f"baseline {short_rev(args.baseline)}", root))
     res: dict[str, dict[str, Any]] = {}
     try:
         for name, root in impls:

@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.baseline import extract, run_worker, short_rev
 
 REPO = Path(__file__).resolve().parent.parent
 SYMBOL = "BTC-PERP"
@@ -112,21 +112,8 @@ def recover_kw(recover: Any) -> dict[str, Any]:
 
 
 def run_one(root: Path, directory: Path, build: str = "python") -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{REPO}", EXCHANGE_ENGINE=build)
-    out = subprocess.run(
-        [sys.executable, "-c", f"from bench.recovery_bench import worker; worker({str(directory)!r})"],
-        cwd=root, env=env, capture_output=True, text=True, check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"recovery worker failed ({root}):\n{out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def extract(rev: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "archive", rev, "engine", "service", "bench"], cwd=REPO, capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    (into / "bench" / "recovery_bench.py").write_text(Path(__file__).read_text())  # the same worker
-    return into
+    code = f"from bench.recovery_bench import worker; worker({str(directory)!r})"
+    return run_worker(root, code, "recovery", EXCHANGE_ENGINE=build)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(no compiled engine: {native.build_state()}; `make compiled` adds it to the table)")
     tmp = tempfile.TemporaryDirectory(prefix="recovery-baseline-")
     if not args.no_baseline:
-        rev = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        impls.append((f"baseline {rev}", extract(args.baseline, Path(tmp.name)), "python"))
+        base_root = extract(args.baseline, Path(tmp.name), ("engine", "service", "bench"), worker="bench/recovery_bench.py")
+        impls.append((f"baseline {short_rev(args.baseline)}", base_root, "python"))
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in impls}
     try:
         for rnd in range(args.runs):
@@ -196,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} vs {base}: {med[base]['wall'] / med[name]['wall']:.2f}x faster, "
                       f"peak RSS {med[name]['peak'] / med[base]['peak']:.2f}x")
     best = min(med, key=lambda name: med[name]["wall"])
-    print(f"goal <= 10 s: {'MET' if med[best]['wall'] <= 10 else 'NOT MET'} ({best}: {med[best]['wall']:.1f} s)")
+    if meta["commands"] >= 1_000_000:  # the goal is for a 1M-command journal
+        print(f"goal <= 10 s: {'MET' if med[best]['wall'] <= 10 else 'NOT MET'} ({best}: {med[best]['wall']:.1f} s)")
     return 0
 
 

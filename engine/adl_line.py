@@ -18,6 +18,10 @@ from engine.instruments import Instrument
 from engine.risk import equity_atoms
 
 
+class _NeedExact(Exception):
+    """A position's numbers are too large for an int key: the line switches to exact keys."""
+
+
 def _backing_equity(
     acct: Account, symbol: str, upnl: int, instruments: dict[str, Instrument], marks: dict[str, int]
 ) -> int:
@@ -77,17 +81,13 @@ class AdlRanking:
     # -- upkeep ---------------------------------------------------------------------------
 
     def refresh(self, accounts: dict[int, Account], instruments: dict[str, Instrument], marks: dict[str, int]) -> None:
-        """Re-rank every pending account (the hot path of a cascade: kept inline)."""
+        """Re-rank every pending account (the hot path of a cascade)."""
         pending = self.pending
         if not pending:
             return
         if not self.key_of and len(pending) > 64:
             self._build(accounts, instruments, marks)
             return
-        symbol = self.symbol
-        mark = marks.get(symbol)
-        k = instruments[symbol].atoms_per_lot_tick
-        longs = self.side > 0
         exact = self.exact
         profits = self.profits
         key_of, entries, row_of = self.key_of, self.entries, self.row_of
@@ -98,29 +98,46 @@ class AdlRanking:
                 row = row_of.pop(aid)
                 if profits and row[1] > 0:
                     self._unprofit(aid, row)
-            acct = accounts.get(aid)
-            if acct is None or not aid or mark is None:
-                continue
-            pos = acct.positions.get(symbol)
-            if pos is None:
-                continue
-            size = pos.size_lots
-            if (size > 0) != longs:
-                continue
-            entry = pos.entry_value_atoms
-            notional = size * mark * k
-            equity = _backing_equity(acct, symbol, notional - entry, instruments, marks)
-            key = rank_key(aid, size, entry, notional, equity) if exact else fast_rank_key(aid, size, entry, notional, equity)
-            if key is None:  # numbers too large for an int key: exact keys for the whole line
+            try:
+                found = self._entry(aid, accounts, instruments, marks, exact)
+            except _NeedExact:
                 self._build(accounts, instruments, marks, exact=True)
                 return
+            if found is None:
+                continue
+            key, row = found
             key_of[aid] = key
             entries.add(key)
-            row = (size if size > 0 else -size, notional - entry, equity <= 0)
             row_of[aid] = row
             if profits and row[1] > 0:
                 self._profit(aid, row)
         pending.clear()
+
+    def _entry(
+        self, aid: int, accounts: dict[int, Account], instruments: dict[str, Instrument], marks: dict[str, int],
+        exact: bool,
+    ) -> tuple[RankKey, tuple[int, int, bool]] | None:
+        """The account's key in this line and its row (|q|, upnl, equity <= 0), or None when
+        it holds nothing on this side. Raises _NeedExact when the numbers are too large for
+        an int key (then the whole line takes exact keys)."""
+        symbol = self.symbol
+        acct = accounts.get(aid)
+        mark = marks.get(symbol)
+        if acct is None or not aid or mark is None:
+            return None
+        pos = acct.positions.get(symbol)
+        if pos is None:
+            return None
+        size = pos.size_lots
+        if (size > 0) != (self.side > 0):
+            return None
+        entry = pos.entry_value_atoms
+        notional = size * mark * instruments[symbol].atoms_per_lot_tick
+        equity = _backing_equity(acct, symbol, notional - entry, instruments, marks)
+        key = rank_key(aid, size, entry, notional, equity) if exact else fast_rank_key(aid, size, entry, notional, equity)
+        if key is None:
+            raise _NeedExact
+        return key, (size if size > 0 else -size, notional - entry, equity <= 0)
 
     def _profit(self, aid: int, row: tuple[int, int, bool]) -> None:
         lots, upnl, under = row
@@ -160,35 +177,20 @@ class AdlRanking:
     ) -> None:
         """(Re)build the whole line from its entries and the pending accounts, in one sort.
         The profitable set is left to the first pro-rata allocation (`_keep_profits`)."""
-        symbol = self.symbol
-        mark = marks.get(symbol)
-        k = instruments[symbol].atoms_per_lot_tick
-        longs = self.side > 0
         keys: list[RankKey] = []
         key_of: dict[int, RankKey] = {}
         row_of: dict[int, tuple[int, int, bool]] = {}
-        make_key = rank_key if exact else fast_rank_key
         for aid in (set(self.key_of) | self.pending) if self.key_of else self.pending:
-            acct = accounts.get(aid)
-            if acct is None or not aid or mark is None:
-                continue
-            positions = acct.positions
-            pos = positions.get(symbol)
-            if pos is None:
-                continue
-            size = pos.size_lots
-            if (size > 0) != longs:
-                continue
-            entry = pos.entry_value_atoms
-            notional = size * mark * k
-            equity = _backing_equity(acct, symbol, notional - entry, instruments, marks)
-            key = make_key(aid, size, entry, notional, equity)
-            if key is None:
+            try:
+                found = self._entry(aid, accounts, instruments, marks, exact)
+            except _NeedExact:
                 self._build(accounts, instruments, marks, exact=True)
                 return
+            if found is None:
+                continue
+            key, row_of[aid] = found
             keys.append(key)
             key_of[aid] = key
-            row_of[aid] = (size if size > 0 else -size, notional - entry, equity <= 0)
         self.exact = exact
         self.key_of, self.row_of = key_of, row_of
         self.entries = SortedList(keys)

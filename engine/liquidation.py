@@ -75,8 +75,9 @@ def run_liquidations(st: ExchangeState) -> None:
                 mm = maintenance_atoms(acct, instruments, marks)
             if eq < mm:
                 below.append((eq, mm, aid, CROSS))
-        for aid in sorted(flat_debts):  # the fund pays what it can, in account id order
-            _cover_negative_balance(st, accounts[aid])
+        if flat_debts:  # the fund pays what it can, in account id order
+            for aid in sorted(flat_debts):
+                _cover_negative_balance(st, accounts[aid])
         if not below:
             break
         for aid, part in _lowest_ratio_first(below):

@@ -23,7 +23,6 @@ import importlib.metadata
 import logging
 import os
 import sys
-import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,18 +51,17 @@ def source_digest(sources: Path = ENGINE_SOURCES) -> str:
     """What a build must have been made from: every engine source, this Python, this mypyc."""
     h = hashlib.sha256()
     h.update(sys.version.encode())
-    h.update(importlib.metadata.version("mypy").encode() if _has_mypy() else b"no mypy")
+    h.update(_mypy_version().encode())
     for path in sorted(sources.glob("*.py")):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 
-def _has_mypy() -> bool:
+def _mypy_version() -> str:
     try:
-        importlib.metadata.version("mypy")
+        return importlib.metadata.version("mypy")
     except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+        return "no mypy"
 
 
 def build_state(build_dir: Path | None = None) -> str:
@@ -108,8 +106,7 @@ def use(mode: str | None = None) -> str:
 def _activate() -> None:
     import engine
 
-    pkg: types.ModuleType = engine
-    pkg.__path__.insert(0, str(BUILD_DIR / "engine"))  # the compiled modules first
+    engine.__path__.insert(0, str(BUILD_DIR / "engine"))  # the compiled modules first
     if str(BUILD_DIR) not in sys.path:
         sys.path.append(str(BUILD_DIR))  # mypyc's shared library, imported by the modules
 
