@@ -17,10 +17,13 @@ venv: $(BIN)/.installed
 # journals, properties, the lab, durability) against the mypyc-compiled one (native/).
 COMPILED_TESTS = tests/scenario tests/golden tests/unit tests/property tests/lab tests/durability
 
+# One pytest worker per core (pytest-xdist; every worker starts its own services and Redis).
+WORKERS = -n auto --maxprocesses=4
+
 test: venv
 	$(BIN)/python -m native.build --if-needed
-	EXCHANGE_ENGINE=python $(BIN)/python -m pytest -p no:cacheprovider
-	EXCHANGE_ENGINE=compiled PROPERTY_SCALE=0.25 $(BIN)/python -m pytest -p no:cacheprovider $(COMPILED_TESTS)
+	EXCHANGE_ENGINE=python $(BIN)/python -m pytest -p no:cacheprovider $(WORKERS)
+	EXCHANGE_ENGINE=compiled PROPERTY_SCALE=0.25 $(BIN)/python -m pytest -p no:cacheprovider $(WORKERS) $(COMPILED_TESTS)
 
 # The engine compiled with mypyc into native/_build (about a minute): `make run` and
 # `make sandbox` use it when it matches the sources (EXCHANGE_ENGINE=python: the Python one).

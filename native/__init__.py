@@ -33,6 +33,7 @@ STAMP = "STAMP"
 # exception subclasses stay Python classes; nothing hot is in there)
 NOT_COMPILED = frozenset({"__init__.py", "errors.py"})
 MODES = ("auto", "compiled", "python")
+BUILD_CODE = ("build.py", "fast_init.py")  # part of the stamp: a change makes a build stale
 
 log = logging.getLogger("exchange.native")
 
@@ -48,10 +49,13 @@ def compiled_modules(sources: Path = ENGINE_SOURCES) -> list[Path]:
 
 
 def source_digest(sources: Path = ENGINE_SOURCES) -> str:
-    """What a build must have been made from: every engine source, this Python, this mypyc."""
+    """What a build must have been made from: every engine source, this Python, this mypyc,
+    and the build's own code (it rewrites some sources: native/fast_init.py)."""
     h = hashlib.sha256()
     h.update(sys.version.encode())
     h.update(_mypy_version().encode())
+    for name in BUILD_CODE:
+        h.update((Path(__file__).parent / name).read_bytes())
     for path in sorted(sources.glob("*.py")):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from native import BUILD_DIR, ENGINE_SOURCES, STAMP, build_state, compiled_modules, source_digest
+from native.fast_init import MODULES as FAST_INIT_MODULES
+from native.fast_init import rewrite
 
 # mypyc type-checks what it compiles; the one import without type information
 MYPY_INI = "[mypy]\n\n[mypy-sortedcontainers.*]\nignore_missing_imports = True\n"
@@ -41,6 +43,8 @@ def build(out: Path = BUILD_DIR, jobs: int | None = None, quiet: bool = False) -
         (work / "engine").mkdir()
         for src in ENGINE_SOURCES.glob("*.py"):
             shutil.copy2(src, work / "engine" / src.name)
+            if src.name in FAST_INIT_MODULES:  # frozen dataclasses with compiled __init__s
+                (work / "engine" / src.name).write_text(rewrite(src.read_text(), str(src)))
         # the package's __init__ (not compiled) chooses the build: an empty one here
         (work / "engine" / "__init__.py").write_text("")
         (work / "mypy.ini").write_text(MYPY_INI)

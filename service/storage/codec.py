@@ -44,7 +44,7 @@ COMMAND_TYPES: dict[str, type] = {
     )
 }
 _FIELDS = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in COMMAND_TYPES.items()}
-_COUNT = {name: len(fields) for name, fields in _FIELDS.items()}
+_DECODE = {name: (cls, len(_FIELDS[name])) for name, cls in COMMAND_TYPES.items()}
 
 _DIGITS_PER_CHUNK = 4000  # below CPython's default int/str conversion limit (4300 digits)
 
@@ -80,17 +80,35 @@ def encode_command(command: Any) -> bytes:
     return dumps_exact([name, *(getattr(command, f) for f in _FIELDS[name])])
 
 
+def _commands_refuse_floats() -> bool:
+    """The compiled engine's commands check their field types when built (native/)."""
+    try:
+        c.Deposit(1, 1.5)  # type: ignore[arg-type]
+    except TypeError:
+        return True
+    return False
+
+
+# No command field is a float: a float from orjson is an integer beyond 64 bits, to be read
+# exactly. Commands that refuse a float say so themselves (TypeError) at no cost; else look.
+_FLOATS_REFUSED = _commands_refuse_floats()
+
+
 def decode_command(data: bytes) -> Any:
     """Rebuild a command from `encode_command` output (of this or any earlier version)."""
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:  # e.g. "number is infinity": an integer of 310+ digits
         parsed = loads_exact(data)
-    else:
-        if float in map(type, parsed):  # orjson reads big ints as floats: be exact
-            parsed = loads_exact(data)
     if type(parsed) is not list or not parsed:
         raise ValueError("a command record is a non-empty JSON array")
-    cls = COMMAND_TYPES[parsed[0]]
+    cls, count = _DECODE[parsed[0]]
     # positional, in declaration order; a newer record's extra trailing fields are ignored
-    return cls(*parsed[1 : 1 + _COUNT[parsed[0]]])
+    if _FLOATS_REFUSED:
+        try:
+            return cls(*parsed[1 : 1 + count])
+        except TypeError:  # a float: an integer orjson could not hold (else the same error again)
+            parsed = loads_exact(data)
+    elif float in map(type, parsed):
+        parsed = loads_exact(data)
+    return cls(*parsed[1 : 1 + count])

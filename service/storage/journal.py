@@ -49,7 +49,7 @@ import itertools
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,7 +138,7 @@ def _segment_config(path: Path, data: bytes, is_last: bool) -> str | None:
     return str(fingerprint.decode())
 
 
-RawRecord = tuple[int, int, int, bytes, int]  # seq_before, seq, ts_ns, payload, offset
+RawRecord = tuple[int, int, int, bytes, Path, int]  # seq_before, seq, ts_ns, payload, segment, offset
 
 
 def _zeros_from(data: bytes) -> int:
@@ -154,28 +154,32 @@ def _zeros_from(data: bytes) -> int:
     return 0
 
 
-def _segment_records(path: Path, data: bytes, is_last: bool, config: str | None, torn: list[TornTail]) -> Iterator[RawRecord]:
-    """The intact records of one segment's bytes, one at a time. A torn tail (only allowed in
-    the newest segment) ends the iteration and is appended to `torn`; other damage raises."""
+def _segment_records(
+    path: Path, data: bytes, is_last: bool, config: str | None, torn: list[TornTail], after: int | None = None
+) -> Generator[RawRecord, None, int | None]:
+    """The intact records of one segment's bytes, one at a time; returns the last one's seq. A
+    torn tail (only allowed in the newest segment) ends the iteration and is appended to
+    `torn`; other damage raises. `after`: the previous segment's last seq, which the first
+    record must start from."""
     size = len(data)
     recorded = _segment_config(path, data, is_last)
     if recorded is None:
         torn.append(TornTail(path, 0, size))
-        return
+        return after
     if config is not None and recorded != config:
         raise ConfigMismatch(path, recorded, config)
     offset = SEGMENT_HEADER.size
     zeros_from = _zeros_from(data) if is_last else size  # once: per record it would be quadratic
     unpack_from, head_pack, crc32, head_size = HEADER.unpack_from, _HEAD_CRC.pack, zlib.crc32, HEADER.size
-    last_seq: int | None = None
+    last_seq = after
     while offset < size:
         if offset >= zeros_from:  # zero-filled tail left by a crash (newest segment only)
             torn.append(TornTail(path, offset, size - offset))
-            return
+            return last_seq
         if size - offset < head_size:
             if is_last:
                 torn.append(TornTail(path, offset, size - offset))
-                return
+                return last_seq
             raise JournalCorrupt(path, offset, "truncated header")
         length, head_crc, crc, seq_before, seq, ts_ns = unpack_from(data, offset)
         if crc32(head_pack(length, seq_before, seq, ts_ns)) != head_crc or length > MAX_RECORD:
@@ -184,26 +188,28 @@ def _segment_records(path: Path, data: bytes, is_last: bool, config: str | None,
         if end > size:  # an intact header, the payload cut short: a crash mid-write
             if is_last:
                 torn.append(TornTail(path, offset, size - offset))
-                return
+                return last_seq
             raise JournalCorrupt(path, offset, "record runs past the end of the segment")
         payload = data[offset + head_size : end]
         if crc32(payload) != crc:
             if is_last and end == size:
                 torn.append(TornTail(path, offset, size - offset))
-                return
+                return last_seq
             raise JournalCorrupt(path, offset, "checksum mismatch")
         if seq <= seq_before or (last_seq is not None and seq_before != last_seq):
+            if after is not None and offset == SEGMENT_HEADER.size and seq_before != after:
+                raise JournalCorrupt(path, 0, "segment does not continue the previous one")
             raise JournalCorrupt(path, offset, f"seq {seq_before}..{seq} does not follow the previous record")
         last_seq = seq
-        yield seq_before, seq, ts_ns, payload, offset
+        yield seq_before, seq, ts_ns, payload, path, offset
         offset = end
+    return last_seq
 
 
 def _scan(path: Path, is_last: bool, config: str | None) -> tuple[list[Record], TornTail | None]:
     torn: list[TornTail] = []
     out = [
-        Record(before, seq, ts, payload, path, offset)
-        for before, seq, ts, payload, offset in _segment_records(path, path.read_bytes(), is_last, config, torn)
+        Record(*raw) for raw in _segment_records(path, path.read_bytes(), is_last, config, torn)
     ]
     return out, (torn[0] if torn else None)
 
@@ -248,13 +254,7 @@ class JournalStream:
             self.segments_read += 1
             self.largest_segment = max(self.largest_segment, len(data))
             torn: list[TornTail] = []
-            first = True
-            for before, seq, ts, payload, offset in _segment_records(path, data, i == len(paths) - 1, self.config, torn):
-                if first and last_seq is not None and before != last_seq:
-                    raise JournalCorrupt(path, 0, "segment does not continue the previous one")
-                first = False
-                last_seq = seq
-                yield before, seq, ts, payload, path, offset
+            last_seq = yield from _segment_records(path, data, i == len(paths) - 1, self.config, torn, last_seq)
             del data
             if torn:
                 self.torn = torn[0]

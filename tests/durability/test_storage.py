@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -216,8 +217,13 @@ def test_durable_journal_when_events_regenerated_they_equal_the_original_events(
     assert EventRegenerator(tmp_path, Engine)(original[-10].seq, live.seq) == [e for e in original if e.seq > original[-10].seq]
 
 
-def test_codec_when_amount_beyond_64_bits_round_trips_exactly() -> None:
-    cmd = c.Withdraw(1, 10**20 + 1, ts_ns=5)
+@pytest.mark.parametrize("cmd", [
+    c.Withdraw(1, 10**20 + 1, ts_ns=5),  # orjson reads it as a float
+    c.Withdraw(1, -(10**25) - 7, ts_ns=5),
+    c.CancelOrder(3, int("9" * 400), ts_ns=6),  # orjson refuses it ("number is infinity")
+    c.PlaceOrder(2, "BTC-PERP", c.BUY, 10**30, 10**19, client_order_id="1e5", ts_ns=2**64),
+], ids=["20_digits", "negative_26_digits", "400_digits", "several_fields"])
+def test_codec_when_integers_beyond_64_bits_round_trips_exactly(cmd: Any) -> None:
     assert decode_command(encode_command(cmd)) == cmd
 
 
