@@ -80,6 +80,10 @@ def make_journal(directory: Path, n_commands: int, segment_mb: int, accounts: in
     return {"commands": len(cmds), "seq": eng.seq, "state": eng.state_hash(), "made_in": time.perf_counter() - t0}
 
 
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
 def _status(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -87,8 +91,9 @@ def _status(field: str) -> int:
     return 0
 
 
-def worker(directory: str) -> None:
-    """Runs in a fresh process: one recovery, one JSON line."""
+def worker(directory: str, inline: bool = False) -> None:
+    """Runs in a fresh process: one recovery, one JSON line. `inline`: the journal is read in
+    this process even where recovery would read it ahead in a second one."""
     import gc
 
     from service.storage.recovery import recover
@@ -96,23 +101,28 @@ def worker(directory: str) -> None:
     gc.collect()
     before = _status("VmRSS")
     t0, c0 = time.perf_counter(), time.process_time()
-    rec = recover(Path(directory), factory, repair=False, **recover_kw(recover))
+    rec = recover(Path(directory), factory, repair=False, **recover_kw(recover, inline))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(json.dumps({
         "wall": wall, "cpu": cpu, "replayed": rec.replayed, "seq": rec.engine.seq,
         "state": rec.engine.state_hash(), "peak": _status("VmHWM"), "after": _status("VmRSS"), "before": before,
+        "reader_peak": getattr(rec, "reader_peak_rss", 0),
     }), flush=True)
 
 
-def recover_kw(recover: Any) -> dict[str, Any]:
+def recover_kw(recover: Any, inline: bool = False) -> dict[str, Any]:
     """As the service recovers (EXCHANGE_GC_FREEZE on by default), where the tree knows how."""
     import inspect
 
-    return {"freeze_gc": True} if "freeze_gc" in inspect.signature(recover).parameters else {}
+    params = inspect.signature(recover).parameters
+    kw: dict[str, Any] = {"freeze_gc": True} if "freeze_gc" in params else {}
+    if inline and "read_ahead" in params:
+        kw["read_ahead"] = False
+    return kw
 
 
-def run_one(root: Path, directory: Path, build: str = "python") -> dict[str, Any]:
-    code = f"from bench.recovery_bench import worker; worker({str(directory)!r})"
+def run_one(root: Path, directory: Path, build: str = "python", inline: bool = False) -> dict[str, Any]:
+    code = f"from bench.recovery_bench import worker; worker({str(directory)!r}, {inline!r})"
     return run_worker(root, code, "recovery", EXCHANGE_ENGINE=build)
 
 
@@ -127,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--baseline", default="HEAD")
     p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--inline", action="store_true", help="add the compiled engine reading the journal in process")
     p.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "recovery-bench"))
     args = p.parse_args(args_in)
     for line in header(args_in):
@@ -145,40 +156,44 @@ def main(argv: list[str] | None = None) -> int:
           f"{size / 2**20:,.0f} MiB (largest {max(s.stat().st_size for s in segs) / 2**20:,.0f} MiB)")
     import native
 
-    impls = [("this tree", REPO, "python")]
+    # (name, root, engine build, read in process even when recovery would read ahead)
+    impls: list[tuple[str, Path, str, bool]] = [("this tree", REPO, "python", False)]
     if native.build_state() == "fresh":
-        impls.append(("this tree, compiled", REPO, "compiled"))
+        impls.append(("this tree, compiled", REPO, "compiled", False))
+        if args.inline:
+            impls.append(("compiled, no read-ahead", REPO, "compiled", True))
     else:
         print(f"(no compiled engine: {native.build_state()}; `make compiled` adds it to the table)")
     tmp = tempfile.TemporaryDirectory(prefix="recovery-baseline-")
     if not args.no_baseline:
         base_root = extract(args.baseline, Path(tmp.name), ("engine", "service", "bench"), worker="bench/recovery_bench.py")
-        impls.append((f"baseline {short_rev(args.baseline)}", base_root, "python"))
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in impls}
+        impls.append((f"baseline {short_rev(args.baseline)}", base_root, "python", False))
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in impls}
     try:
         for rnd in range(args.runs):
-            for name, root, build in impls:
-                r = run_one(root, directory, build)
+            for name, root, build, inline in impls:
+                r = run_one(root, directory, build, inline)
                 if (r["seq"], r["state"]) != (meta["seq"], meta["state"]) or r["replayed"] != meta["commands"]:
                     raise AssertionError(f"{name}: recovered seq {r['seq']} / {r['replayed']} commands, not what was written")
                 results[name].append(r)
                 print(f"  round {rnd + 1}: {name:>18}: {r['wall']:6.2f} s wall {r['cpu']:6.2f} s cpu, "
                       f"{r['replayed'] / r['wall']:>9,.0f} commands/s, peak RSS {r['peak'] / 2**20:,.0f} MiB, "
-                      f"after {r['after'] / 2**20:,.0f} MiB", flush=True)
+                      f"after {r['after'] / 2**20:,.0f} MiB, reader {r['reader_peak'] / 2**20:,.0f} MiB", flush=True)
     finally:
         tmp.cleanup()
     print(f"\nrecovery of {meta['commands']:,} commands, no snapshot; medians of {args.runs}; same seq and state hash")
-    print("| implementation | seconds (wall) | cpu | commands/s | peak RSS | RSS after | peak - after |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| implementation | seconds (wall) | cpu | commands/s | peak RSS | RSS after | peak - after | reader process peak RSS |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     med: dict[str, dict[str, float]] = {}
     for name, rs in results.items():
-        m = {k: statistics.median(r[k] for r in rs) for k in ("wall", "cpu", "peak", "after")}
+        m = {k: statistics.median(r.get(k, 0) for r in rs) for k in ("wall", "cpu", "peak", "after", "reader_peak")}
         med[name] = m
         print(f"| {name} | {m['wall']:.2f} | {m['cpu']:.2f} | {meta['commands'] / m['wall']:,.0f} | "
-              f"{m['peak'] / 2**20:,.0f} MiB | {m['after'] / 2**20:,.0f} MiB | {(m['peak'] - m['after']) / 2**20:,.0f} MiB |")
-    base = next((name for name, _, _ in impls if name.startswith("baseline")), None)
+              f"{m['peak'] / 2**20:,.0f} MiB | {m['after'] / 2**20:,.0f} MiB | {(m['peak'] - m['after']) / 2**20:,.0f} MiB | "
+              f"{_mib(m['reader_peak']) if m['reader_peak'] else '-'} |")
+    base = next((name for name, *_ in impls if name.startswith("baseline")), None)
     if base is not None:
-        for name, _, _ in impls:
+        for name, *_ in impls:
             if name != base:
                 print(f"{name} vs {base}: {med[base]['wall'] / med[name]['wall']:.2f}x faster, "
                       f"peak RSS {med[name]['peak'] / med[base]['peak']:.2f}x")

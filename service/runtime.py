@@ -61,6 +61,7 @@ class Services:
             snapshot_interval_s=settings.snapshot_interval_s,
             snapshot_mode=settings.snapshot_mode,
             freeze_gc=settings.gc_freeze,
+            read_ahead={"auto": None, "on": True, "off": False}[settings.recovery_read_ahead],
         )
         # Recovery: newest valid snapshot + journal replay; refuses to start on corruption.
         self.recovered = self.journal.recover()

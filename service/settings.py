@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     gc_freeze: bool = Field(
         default=True, description="freeze survivors of full GCs (service/runtime.py)"
     )
+    recovery_read_ahead: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="read the journal in a second process during recovery: auto = with a "
+        "second core and 16 MiB or more to replay (service/storage/read_ahead.py)",
+    )
     log_level: str = "info"
 
     # set by the validator when the token was generated here (then it is printed once)

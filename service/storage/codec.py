@@ -100,15 +100,30 @@ def decode_command(data: bytes) -> Any:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:  # e.g. "number is infinity": an integer of 310+ digits
         parsed = loads_exact(data)
+    if not _FLOATS_REFUSED:
+        return command_from_fields(_exact(parsed, data))
+    try:
+        return command_from_fields(parsed)
+    except TypeError:  # a float: an integer orjson could not hold (else the same error again)
+        return command_from_fields(loads_exact(data))
+
+
+def parse_record(data: bytes) -> Any:
+    """A record's JSON with every integer exact: what `command_from_fields` takes."""
+    try:
+        return _exact(orjson.loads(data), data)
+    except orjson.JSONDecodeError:
+        return loads_exact(data)
+
+
+def _exact(parsed: Any, data: bytes) -> Any:
+    return loads_exact(data) if type(parsed) is list and float in map(type, parsed) else parsed
+
+
+def command_from_fields(parsed: Any) -> Any:
+    """The command of a parsed record `[type name, field values...]`."""
     if type(parsed) is not list or not parsed:
         raise ValueError("a command record is a non-empty JSON array")
     cls, count = _DECODE[parsed[0]]
     # positional, in declaration order; a newer record's extra trailing fields are ignored
-    if _FLOATS_REFUSED:
-        try:
-            return cls(*parsed[1 : 1 + count])
-        except TypeError:  # a float: an integer orjson could not hold (else the same error again)
-            parsed = loads_exact(data)
-    elif float in map(type, parsed):
-        parsed = loads_exact(data)
     return cls(*parsed[1 : 1 + count])

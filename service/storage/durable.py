@@ -127,6 +127,7 @@ class DurableJournal:
         segment_bytes: int = 64 << 20,
         snapshot_mode: str = "fork",
         freeze_gc: bool = False,
+        read_ahead: bool | None = None,
     ) -> None:
         if snapshot_mode not in SNAPSHOT_MODES:
             raise ValueError(f"snapshot mode must be one of {SNAPSHOT_MODES}")
@@ -137,6 +138,7 @@ class DurableJournal:
         self.snapshot_interval_s = snapshot_interval_s
         self.segment_bytes = segment_bytes
         self.freeze_gc = freeze_gc  # after recovery (recovery.py); the service's EXCHANGE_GC_FREEZE
+        self.read_ahead = read_ahead  # recovery's journal reader (read_ahead.py); None: when it pays
         self.writer: JournalWriter | None = None
         self.records = 0
         self.batches = 0
@@ -161,7 +163,7 @@ class DurableJournal:
         if self._lock is None:
             self._lock = lock_data_dir(self.data_dir)
         self.id = data_dir_id(self.data_dir)
-        rec = recover(self.data_dir, self.new_engine, repair=True, freeze_gc=self.freeze_gc)
+        rec = recover(self.data_dir, self.new_engine, repair=True, freeze_gc=self.freeze_gc, read_ahead=self.read_ahead)
         self.last_seq = rec.engine.seq
         self.writer = JournalWriter(
             self.data_dir,
@@ -174,9 +176,10 @@ class DurableJournal:
                 self._helper.close()
             self._helper = FsyncHelper()
         log.info(
-            "recovered seq %d from %s (snapshot at seq %d, %d commands replayed%s) in %.2fs",
+            "recovered seq %d from %s (snapshot at seq %d, %d commands replayed%s%s) in %.2fs",
             rec.engine.seq, self.data_dir, rec.snapshot_seq, rec.replayed,
             f", torn tail cut at {rec.torn.path.name}:{rec.torn.offset}" if rec.torn else "",
+            f", journal read ahead by a second process (peak RSS {rec.reader_peak_rss >> 20} MiB)" if rec.reader_peak_rss else "",
             time.perf_counter() - t0,
         )
         return rec

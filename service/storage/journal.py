@@ -71,6 +71,8 @@ class ConfigMismatch(RuntimeError):
             "with (replaying it under other instruments, fees or tiers would compute other numbers)"
         )
         self.path = path
+        self.recorded = recorded
+        self.expected = expected
 
 
 class JournalCorrupt(RuntimeError):
@@ -80,6 +82,7 @@ class JournalCorrupt(RuntimeError):
         super().__init__(f"journal corrupt: {path} at byte offset {offset}: {why}")
         self.path = path
         self.offset = offset
+        self.why = why
 
 
 @dataclass(frozen=True, slots=True)

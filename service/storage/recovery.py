@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.engine import Engine
-from service.storage.codec import decode_command
+from service.storage.codec import command_from_fields, decode_command
 from service.storage.journal import (
     ConfigMismatch,
     JournalStream,
@@ -41,6 +41,7 @@ from service.storage.journal import (
     segments,
     sync_file,
 )
+from service.storage.read_ahead import ReadAhead, ReaderFailed, Undecodable, worth_it
 from service.storage.snapshot import load_newest
 
 log = logging.getLogger("exchange.recovery")
@@ -56,6 +57,7 @@ class Recovered:
     snapshot_seq: int
     replayed: int
     torn: TornTail | None
+    reader_peak_rss: int = 0  # bytes held at most by the read-ahead process (0: read in process)
 
 
 def recover(
@@ -65,12 +67,15 @@ def recover(
     on_events: Callable[[list[Any]], None] | None = None,
     max_snapshot_seq: int | None = None,
     freeze_gc: bool = False,
+    read_ahead: bool | None = None,
 ) -> Recovered:
-    """Rebuild the engine from `directory`. `on_events` sees the replayed events (for re-publishing)."""
+    """Rebuild the engine from `directory`. `on_events` sees the replayed events (for
+    re-publishing). `read_ahead`: read and parse the journal in a second process (None:
+    when there is a second core and the journal is large enough, read_ahead.worth_it)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _recover(directory, new_engine, repair, on_events, max_snapshot_seq)
+        return _recover(directory, new_engine, repair, on_events, max_snapshot_seq, read_ahead)
     finally:
         if freeze_gc:
             gc.freeze()
@@ -86,6 +91,7 @@ def _recover(
     repair: bool,
     on_events: Callable[[list[Any]], None] | None,
     max_snapshot_seq: int | None,
+    read_ahead: bool | None,
 ) -> Recovered:
     directory.mkdir(parents=True, exist_ok=True)
     fresh = new_engine()
@@ -100,12 +106,18 @@ def _recover(
             "than this service is configured with: start with the EXCHANGE_CONFIG the data dir "
             "was written with, or start from an empty data dir"
         )
-    stream = JournalStream(directory, config)
+    if read_ahead is None:
+        read_ahead = worth_it(directory)
+    # records as read and checked here, or parsed ahead by a second process (read_ahead.py)
+    stream: JournalStream | ReadAhead
+    stream, decode = (
+        (ReadAhead(directory, config, engine.seq), command_from_fields) if read_ahead else (JournalStream(directory, config), decode_command)
+    )
     replayed = 0
     apply = engine.apply
     try:
         # decode and apply as the records come: one segment in memory at a time
-        for seq_before, seq, _ts, payload, path, offset in stream:
+        for seq_before, seq, _ts, item, path, offset in stream:
             if seq <= engine.seq:
                 continue
             if seq_before != engine.seq:
@@ -114,7 +126,7 @@ def _recover(
                     f"state is at seq {engine.seq}"
                 )
             try:
-                command = decode_command(payload)
+                command = decode(item)
             except (ValueError, KeyError, TypeError) as exc:  # checksummed, yet not a command
                 raise RecoveryError(f"undecodable record at {path} offset {offset}: {exc!r}") from exc
             events = apply(command)
@@ -126,6 +138,10 @@ def _recover(
                 on_events(events)
             replayed += 1
     except ConfigMismatch as exc:
+        raise RecoveryError(str(exc)) from exc
+    except Undecodable as exc:  # found by the reader process: the message the replay gives
+        raise RecoveryError(f"undecodable record at {exc.path} offset {exc.offset}: {exc}") from exc
+    except ReaderFailed as exc:
         raise RecoveryError(str(exc)) from exc
     torn = stream.torn
     if torn is not None:
@@ -142,4 +158,4 @@ def _recover(
         for path in segments(directory):
             sync_file(path)
         fsync_dir(directory)
-    return Recovered(engine, snapshot_seq, replayed, torn)
+    return Recovered(engine, snapshot_seq, replayed, torn, stream.peak_rss if isinstance(stream, ReadAhead) else 0)

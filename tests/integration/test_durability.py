@@ -310,15 +310,16 @@ def book_and_accounts(api: Api, n_accounts: int) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("fsync", "snapshot_every"),
-    [("batch", "150"), ("always", "100000"), ("off", "100000")],
+    ("fsync", "snapshot_every", "read_ahead"),
+    [("batch", "150", "auto"), ("always", "100000", "on"), ("off", "100000", "auto")],
     ids=["batch+snapshots", "always", "off"],
 )
 async def test_kill9_under_load_keeps_every_acknowledged_order_and_fill_and_matches_replay(
-    start_service: Any, fsync: str, snapshot_every: str
+    start_service: Any, fsync: str, snapshot_every: str, read_ahead: str
 ) -> None:
-    # `off` too: a killed process loses nothing the OS already has (only a machine crash can)
-    svc: ServiceProcess = start_service(fsync=fsync, snapshot_every=snapshot_every)
+    # `off` too: a killed process loses nothing the OS already has (only a machine crash can);
+    # `always` restarts with the journal read by a second process (read_ahead.py)
+    svc: ServiceProcess = start_service(fsync=fsync, snapshot_every=snapshot_every, recovery_read_ahead=read_ahead)
     api = Api(svc)
     keys = setup_market(api)
     load = await load_then_kill(svc, keys, min_acked=400)
