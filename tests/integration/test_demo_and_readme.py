@@ -56,7 +56,9 @@ def test_readme_when_read_names_make_test_which_ci_runs() -> None:
     assert re.search(r"^make test$", ci, re.M)
     makefile = (ROOT / "Makefile").read_text()
     recipe = re.search(r"^test: venv\n((?:\t.*\n)+)", makefile, re.M)
-    assert recipe is not None and "$(BIN)/python -m pytest -p no:cacheprovider\n" in recipe.group(1)
+    # the whole suite (no paths: one worker per core), then the compiled engine's subset
+    assert recipe is not None and "$(BIN)/python -m pytest -p no:cacheprovider $(WORKERS)\n" in recipe.group(1)
+    assert re.search(r"^WORKERS = -n auto", makefile, re.M)
 
 
 def test_readme_when_sandbox_command_runs_serves_healthz_and_a_live_book(tmp_path: Path) -> None:
