@@ -144,7 +144,9 @@ def worker() -> None:
         if "build" in msg:
             t0 = time.perf_counter()
             built[row] = pickle.dumps(build(n, liq, policy), protocol=pickle.HIGHEST_PROTOCOL)
-            out: dict[str, Any] = {"built": time.perf_counter() - t0}
+            import native
+
+            out: dict[str, Any] = {"built": time.perf_counter() - t0, "engine": native.active()}
         else:
             eng = pickle.loads(built[row])
             out = crash(eng, liq)
@@ -227,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             n, liq, policy = ROWS[row]
             print(f"\n{row}: {n:,} accounts, {liq:,} liquidated, policy {policy}", flush=True)
             for w in workers:
-                print(f"  {w.name}: built in {w.ask({'build': row})['built']:.1f} s", flush=True)
+                b = w.ask({"build": row})
+                print(f"  {w.name}: built in {b['built']:.1f} s ({b['engine']} engine)", flush=True)
             per: dict[str, list[dict[str, Any]]] = {w.name: [] for w in workers}
             for _ in range(args.runs):
                 for w in workers:

@@ -15,14 +15,19 @@ and about ten times faster; from outside, assigning a field still raises
 `FrozenInstanceError`, and `fields()`, `replace()`, equality, hashing and repr are the
 dataclass's. The sources in `engine/` never change (in the Python engine such an `__init__`
 would raise), and the rewrite refuses a class it cannot reproduce exactly: a field made with
-`field(...)`, a `ClassVar`, an `__init__` or `__post_init__` of its own, or inheritance.
+`field(...)`, a `ClassVar` or `KW_ONLY`, a `kw_only=`, a default other than a literal or a
+module-level name, a class-body statement other than fields and methods, an `__init__` or
+`__post_init__` of its own, or inheritance. Seen from outside, two things differ in the
+compiled build: `inspect.signature` cannot read a compiled `__init__`, and an unknown keyword
+is reported as too many arguments.
 """
 
 from __future__ import annotations
 
 import ast
 
-MODULES = ("commands.py",)  # where construction is hot: every command, once per API call or record
+MODULES = ("commands.py",)
+_KEYWORDS_KEPT = frozenset({"frozen", "slots", "eq", "order", "unsafe_hash", "repr"})  # where construction is hot: every command, once per API call or record
 
 
 class Unsupported(ValueError):
@@ -57,8 +62,9 @@ def _frozen_dataclass(node: ast.ClassDef) -> ast.Call | None:
             and deco.func.id == "dataclass"
             and any(k.arg == "frozen" and isinstance(k.value, ast.Constant) and k.value.value is True for k in deco.keywords)
         ):
-            if any(k.arg == "init" for k in deco.keywords):
-                raise Unsupported(f"{node.name}: the dataclass already sets init=")
+            other = [k.arg for k in deco.keywords if k.arg not in _KEYWORDS_KEPT]
+            if other:  # init=, kw_only=, ... change the generated __init__
+                raise Unsupported(f"{node.name}: @dataclass({', '.join(map(str, other))}=...)")
             return deco
     return None
 
@@ -68,25 +74,39 @@ def _fields(node: ast.ClassDef, filename: str) -> list[tuple[str, str, str | Non
     if node.bases or node.keywords:
         raise Unsupported(f"{filename}: {node.name} inherits: its fields would include the bases'")
     out: list[tuple[str, str, str | None]] = []
-    for stmt in node.body:
+    for i, stmt in enumerate(node.body):
         if isinstance(stmt, ast.FunctionDef) and stmt.name in ("__init__", "__post_init__"):
             raise Unsupported(f"{filename}: {node.name} defines {stmt.name}")
-        if not isinstance(stmt, ast.AnnAssign):
-            continue
+        if isinstance(stmt, ast.FunctionDef | ast.Pass) or (
+            i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+        ):
+            continue  # methods, pass, the docstring
+        if not isinstance(stmt, ast.AnnAssign):  # e.g. a field rebound later in the body
+            raise Unsupported(f"{filename}: {node.name}: a class-body statement other than fields and methods")
         if not isinstance(stmt.target, ast.Name):
             raise Unsupported(f"{filename}: {node.name}: a field that is not a plain name")
         annotation = ast.unparse(stmt.annotation)
-        if "ClassVar" in annotation or "InitVar" in annotation:
+        if any(word in annotation for word in ("ClassVar", "InitVar", "KW_ONLY")):
             raise Unsupported(f"{filename}: {node.name}.{stmt.target.id} is {annotation}")
         default = None
         if stmt.value is not None:
-            if isinstance(stmt.value, ast.Call):  # field(...), or a call evaluated once at class creation
-                raise Unsupported(f"{filename}: {node.name}.{stmt.target.id} has a default made by a call")
+            # a literal or a module constant: evaluated again in the __init__ it gives the same
+            # value (a call, a lambda or a name of the class body would not)
+            if not _simple(stmt.value) or (isinstance(stmt.value, ast.Name) and stmt.value.id in {f[0] for f in out}):
+                raise Unsupported(f"{filename}: {node.name}.{stmt.target.id}: a default other than a literal or a module name")
             default = ast.unparse(stmt.value)
+        if any(stmt.target.id == f[0] for f in out):
+            raise Unsupported(f"{filename}: {node.name}.{stmt.target.id} declared twice")
         if default is None and out and out[-1][2] is not None:
             raise Unsupported(f"{filename}: {node.name}.{stmt.target.id}: no default after one with a default")
         out.append((stmt.target.id, annotation, default))
     return out
+
+
+def _simple(value: ast.expr) -> bool:
+    if isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub | ast.UAdd):
+        value = value.operand
+    return isinstance(value, ast.Constant | ast.Name)
 
 
 def _init_lines(fields: list[tuple[str, str, str | None]], indent: str) -> list[str]:

@@ -63,7 +63,10 @@ def _exact_int(text: str) -> int:
 
 def loads_exact(data: bytes | str) -> Any:
     """JSON with integers of any size read exactly (floats as floats)."""
-    return json.loads(data, parse_int=_exact_int)
+    try:
+        return json.loads(data, parse_int=_exact_int)
+    except RecursionError:  # nested deeper than the interpreter recurses: not a command either
+        raise ValueError("JSON nested too deeply") from None
 
 
 def dumps_exact(obj: Any) -> bytes:
@@ -104,8 +107,10 @@ def decode_command(data: bytes) -> Any:
         return command_from_fields(_exact(parsed, data))
     try:
         return command_from_fields(parsed)
-    except TypeError:  # a float: an integer orjson could not hold (else the same error again)
-        return command_from_fields(loads_exact(data))
+    except TypeError:
+        if type(parsed) is list and float in map(type, parsed):  # an integer orjson could not hold
+            return command_from_fields(loads_exact(data))
+        raise
 
 
 def parse_record(data: bytes) -> Any:

@@ -200,7 +200,7 @@ def _segment_records(
                 return last_seq
             raise JournalCorrupt(path, offset, "checksum mismatch")
         if seq <= seq_before or (last_seq is not None and seq_before != last_seq):
-            if after is not None and offset == SEGMENT_HEADER.size and seq_before != after:
+            if seq > seq_before and after is not None and offset == SEGMENT_HEADER.size:  # seq_before != after
                 raise JournalCorrupt(path, 0, "segment does not continue the previous one")
             raise JournalCorrupt(path, offset, f"seq {seq_before}..{seq} does not follow the previous record")
         last_seq = seq

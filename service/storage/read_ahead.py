@@ -11,7 +11,7 @@ replay. `recover` uses it for journals above `MIN_BYTES` when there is a second 
 Frames on the child's stdout: a 4-byte little-endian length, then a `marshal`led tuple
 (exact integers of any size; the child is this interpreter, so the format matches):
   ("records", [(seq_before, seq, ts_ns, parsed, path, offset), ...])
-  ("bad", path, offset, repr)            a payload that is not JSON (the replay's "undecodable")
+                                         parsed: the JSON, or (repr of the parse error,)
   ("corrupt", path, offset, why)         JournalCorrupt, rebuilt in the parent
   ("config", path, recorded, expected)   ConfigMismatch, rebuilt in the parent
   ("end", torn_path, torn_offset, torn_bytes, segments_read, largest_segment, peak_rss)
@@ -27,26 +27,30 @@ journal (nothing was answered from the engine it was building).
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from service.storage.codec import parse_record
+from service.storage.codec import command_from_fields, parse_record
 from service.storage.journal import (
     ConfigMismatch,
     JournalCorrupt,
     JournalStream,
     TornTail,
+    segment_first_seq,
     segments,
 )
 
 MIN_BYTES = 16 << 20  # below this (about 140k records) the process start (0.2 s) costs about what it saves
-BATCH = 2048
+BATCH = 2048  # records per frame, and at most
+BATCH_BYTES = 8 << 20  # payload bytes per frame (a record may be up to 1 MiB)
 _LEN = struct.Struct("<I")
 
 
@@ -54,20 +58,35 @@ class ReaderFailed(RuntimeError):
     """The reader process ended without finishing the journal."""
 
 
-class Undecodable(ValueError):
-    """A checksummed record whose payload is not JSON."""
+class Unparsable(ValueError):
+    """A checksummed record the reader could not parse; its repr is the parse error's."""
 
-    def __init__(self, path: Path, offset: int, error: str) -> None:
-        super().__init__(error)
-        self.path = path
-        self.offset = offset
+    def __repr__(self) -> str:
+        return str(self.args[0])
 
 
-def worth_it(directory: Path, cpus: int | None = None) -> bool:
-    """Whether reading ahead pays: a second core, and a journal of at least MIN_BYTES."""
-    if (cpus if cpus is not None else len(os.sched_getaffinity(0))) < 2:
+def command_of(parsed: Any) -> Any:
+    """The command of a record as the reader sent it (`codec.command_from_fields`)."""
+    if type(parsed) is tuple:
+        raise Unparsable(parsed[0])
+    return command_from_fields(parsed)
+
+
+def worth_it(directory: Path, after_seq: int = 0, cpus: int | None = None) -> bool:
+    """Whether reading ahead pays: a second core, and at least MIN_BYTES of segments holding
+    records after `after_seq` (the snapshot's seq)."""
+    if cpus is None:
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere the CPU count
+        cpus = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    if cpus < 2:
         return False
-    return sum(p.stat().st_size for p in segments(directory)) >= MIN_BYTES
+    paths = segments(directory)
+    if not paths:
+        return False
+    # a segment holds seqs from its first up to the next segment's first (exclusive)
+    later = [p for p, nxt in zip(paths, [*paths[1:], None], strict=True)
+             if nxt is None or segment_first_seq(nxt) > after_seq + 1]
+    return sum(p.stat().st_size for p in later) >= MIN_BYTES
 
 
 class ReadAhead:
@@ -85,40 +104,43 @@ class ReadAhead:
 
     def command(self) -> list[str]:
         """The reader process's command line (this interpreter, this tree's code)."""
-        return [sys.executable, "-m", "service.storage.read_ahead", str(self.directory), self.config or "", str(self.after_seq)]
+        # -P: not the working directory first on sys.path, which could shadow this tree's packages
+        return [sys.executable, "-P", "-m", "service.storage.read_ahead", str(self.directory), self.config or "",
+                str(self.after_seq)]
 
     def __iter__(self) -> Iterator[tuple[int, int, int, Any, str, int]]:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
-        proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        assert proc.stdout is not None
-        try:
-            while True:
-                frame = _read_frame(proc.stdout)
-                if frame is None:
-                    raise ReaderFailed(f"the journal reader exited ({proc.wait()}): {_stderr(proc)}")
-                kind = frame[0]
-                if kind == "records":
-                    yield from frame[1]
-                elif kind == "end":
-                    _, torn_path, torn_offset, torn_bytes, self.segments_read, self.largest_segment, self.peak_rss = frame
-                    if torn_path is not None:
-                        self.torn = TornTail(Path(torn_path), torn_offset, torn_bytes)
-                    return
-                elif kind == "corrupt":
-                    raise JournalCorrupt(Path(frame[1]), frame[2], frame[3])
-                elif kind == "config":
-                    raise ConfigMismatch(Path(frame[1]), frame[2], frame[3])
-                elif kind == "bad":
-                    raise Undecodable(Path(frame[1]), frame[2], frame[3])
-                else:
-                    raise ReaderFailed(f"the journal reader sent an unknown frame {kind!r}")
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            proc.stdout.close()
-            if proc.stderr is not None:
-                proc.stderr.close()
+        # stderr to a file, not a pipe: a pipe nobody reads while the child writes could fill
+        with _stderr_file() as errors:
+            proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=errors or subprocess.DEVNULL, env=env)
+            assert proc.stdout is not None
+            try:
+                yield from self._frames(proc.stdout, lambda: f"the journal reader exited ({proc.wait()}): {_tail(errors)}")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                proc.stdout.close()
+
+    def _frames(self, stdout: IO[bytes], failed: Callable[[], str]) -> Iterator[tuple[int, int, int, Any, str, int]]:
+        while True:
+            frame = _read_frame(stdout)
+            if frame is None:
+                raise ReaderFailed(failed())
+            kind = frame[0]
+            if kind == "records":
+                yield from frame[1]
+            elif kind == "end":
+                _, torn_path, torn_offset, torn_bytes, self.segments_read, self.largest_segment, self.peak_rss = frame
+                if torn_path is not None:
+                    self.torn = TornTail(Path(torn_path), torn_offset, torn_bytes)
+                return
+            elif kind == "corrupt":
+                raise JournalCorrupt(Path(frame[1]), frame[2], frame[3])
+            elif kind == "config":
+                raise ConfigMismatch(Path(frame[1]), frame[2], frame[3])
+            else:
+                raise ReaderFailed(f"the journal reader sent an unknown frame {kind!r}")
 
 
 _ROOT = str(Path(__file__).resolve().parents[2])
@@ -135,9 +157,23 @@ def _read_frame(stream: IO[bytes]) -> Any:
     return marshal.loads(body)
 
 
-def _stderr(proc: subprocess.Popen[bytes]) -> str:
-    assert proc.stderr is not None
-    return proc.stderr.read()[-2000:].decode(errors="replace").strip() or "no message"
+@contextlib.contextmanager
+def _stderr_file() -> Iterator[IO[bytes] | None]:
+    """Where the reader's stderr goes: a temp file, or nowhere without a writable temp dir."""
+    try:
+        errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed below, or never opened)
+    except OSError:
+        yield None
+        return
+    with errors:
+        yield errors
+
+
+def _tail(errors: IO[bytes] | None) -> str:
+    if errors is None:
+        return "no stderr kept (no writable temp dir)"
+    errors.seek(0)
+    return errors.read()[-2000:].decode(errors="replace").strip() or "no message"
 
 
 def run(directory: Path, config: str | None, after_seq: int, out: IO[bytes]) -> None:
@@ -151,6 +187,7 @@ def run(directory: Path, config: str | None, after_seq: int, out: IO[bytes]) -> 
     batch: list[tuple[int, int, int, Any, str, int]] = []
     last_path: Path | None = None
     name = ""
+    held = 0  # payload bytes in the batch
     try:
         for before, seq, ts, payload, path, offset in stream:
             if seq <= after_seq:
@@ -159,14 +196,13 @@ def run(directory: Path, config: str | None, after_seq: int, out: IO[bytes]) -> 
                 last_path, name = path, str(path)
             try:
                 parsed = parse_record(payload)
-            except ValueError as exc:
-                send(("records", batch))
-                send(("bad", name, offset, repr(exc)))
-                return
+            except ValueError as exc:  # a tuple (JSON gives none): the replay raises it in its turn
+                parsed = (repr(exc),)
             batch.append((before, seq, ts, parsed, name, offset))
-            if len(batch) >= BATCH:
+            held += len(payload)
+            if len(batch) >= BATCH or held >= BATCH_BYTES:
                 send(("records", batch))
-                batch = []
+                batch, held = [], 0
     except JournalCorrupt as exc:
         send(("records", batch))
         send(("corrupt", str(exc.path), exc.offset, exc.why))

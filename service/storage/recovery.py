@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.engine import Engine
-from service.storage.codec import command_from_fields, decode_command
+from service.storage.codec import decode_command
 from service.storage.journal import (
     ConfigMismatch,
     JournalStream,
@@ -41,7 +41,7 @@ from service.storage.journal import (
     segments,
     sync_file,
 )
-from service.storage.read_ahead import ReadAhead, ReaderFailed, Undecodable, worth_it
+from service.storage.read_ahead import ReadAhead, ReaderFailed, command_of, worth_it
 from service.storage.snapshot import load_newest
 
 log = logging.getLogger("exchange.recovery")
@@ -107,11 +107,11 @@ def _recover(
             "was written with, or start from an empty data dir"
         )
     if read_ahead is None:
-        read_ahead = worth_it(directory)
+        read_ahead = worth_it(directory, engine.seq)
     # records as read and checked here, or parsed ahead by a second process (read_ahead.py)
     stream: JournalStream | ReadAhead
     stream, decode = (
-        (ReadAhead(directory, config, engine.seq), command_from_fields) if read_ahead else (JournalStream(directory, config), decode_command)
+        (ReadAhead(directory, config, engine.seq), command_of) if read_ahead else (JournalStream(directory, config), decode_command)
     )
     replayed = 0
     apply = engine.apply
@@ -139,8 +139,6 @@ def _recover(
             replayed += 1
     except ConfigMismatch as exc:
         raise RecoveryError(str(exc)) from exc
-    except Undecodable as exc:  # found by the reader process: the message the replay gives
-        raise RecoveryError(f"undecodable record at {exc.path} offset {exc.offset}: {exc}") from exc
     except ReaderFailed as exc:
         raise RecoveryError(str(exc)) from exc
     torn = stream.torn

@@ -78,6 +78,15 @@ def _append_raw(d: Path, payload: bytes) -> None:
         f.write(encode_record(engine.seq, engine.seq + 1, 5, payload))
 
 
+def _gap_then_garbage(d: Path) -> None:
+    """A record that starts after a seq the journal never reached and is not JSON: the broken
+    seq chain is what recovery reports, read in process or ahead (not the payload)."""
+    engine = run_journaled(d, random_commands(32, 50))
+    (seg,) = segments(d)
+    with seg.open("ab") as f:
+        f.write(encode_record(engine.seq + 5, engine.seq + 6, 5, b"not json"))
+
+
 SCENARIOS: dict[str, Callable[[Path], None]] = {
     "clean_many_segments": _clean,
     "snapshot_in_the_middle": _snapshot_in_the_middle,
@@ -89,6 +98,9 @@ SCENARIOS: dict[str, Callable[[Path], None]] = {
     "unknown_command": lambda d: _append_raw(d, b"[\"Teleport\", 1]"),
     "wrong_field_count": lambda d: _append_raw(d, b"[\"Deposit\"]"),
     "integer_beyond_64_bits": lambda d: _append_raw(d, encode_command(c.Withdraw(1, 10**30, ts_ns=9))),
+    "nested_too_deep": lambda d: _append_raw(d, b"[" * 3000 + b"]" * 3000),
+    "nested_list_field": lambda d: _append_raw(d, b"[\"Deposit\", [[1]], 5]"),
+    "seq_chain_broken_by_a_payload_not_json": _gap_then_garbage,
 }
 
 
@@ -122,3 +134,19 @@ def test_worth_it_when_one_core_or_a_small_journal_says_no(tmp_path: Path) -> No
     with seg.open("ab") as f:
         f.truncate(read_ahead.MIN_BYTES)
     assert read_ahead.worth_it(tmp_path, cpus=2) and not read_ahead.worth_it(tmp_path, cpus=1)
+    assert read_ahead.worth_it(tmp_path)  # the CPUs this process may use (the test machine has 2)
+    # only segments with records after the snapshot count: a newer segment starting at seq 10**6
+    (tmp_path / "journal-00000000000001000000.log").write_bytes(b"")
+    assert not read_ahead.worth_it(tmp_path, after_seq=10**6, cpus=2)
+    assert read_ahead.worth_it(tmp_path, after_seq=10**6 - 2, cpus=2)
+
+
+def test_recover_when_the_reader_writes_much_to_stderr_before_dying_reports_its_last_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1 MB of stderr would fill a pipe nobody reads and block the reader forever
+    run_journaled(tmp_path, random_commands(31, 20))
+    monkeypatch.setattr(read_ahead.ReadAhead, "command", lambda self: [
+        sys.executable, "-c", "import sys; sys.stderr.write('x' * 1_000_000 + ' the end'); sys.exit(4)"])
+    with pytest.raises(RecoveryError, match=r"exited \(4\): x+ the end$"):
+        recover(tmp_path, Engine, repair=False, read_ahead=True)

@@ -528,7 +528,8 @@ def test_errors_when_ccxt_gets_them_raise_the_venue_exception_class(market: Mark
 
 
 def test_rate_limit_when_key_over_budget_answers_429_1003(start_service: Any) -> None:
-    svc = start_service(rate_limit_per_s="1", rate_limit_burst="3", funding="off")
+    # one request back every 20 s: a slow machine between the requests below refills nothing
+    svc = start_service(rate_limit_per_s="0.05", rate_limit_burst="3", funding="off")
     m = Market(svc)
     t = m.trader()
     codes = [t.signed("GET", "/fapi/v1/openOrders").status_code for _ in range(5)]

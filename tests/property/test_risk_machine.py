@@ -244,6 +244,16 @@ class RiskMachine(RuleBasedStateMachine):
                 (e.account_id, e.symbol if e.symbol in self.engine.accounts[e.account_id].isolated else "")
                 for e in events if isinstance(e, ev.AccountLiquidated)
             ))
+            # stops fire before the liquidation check (docs/decisions.md): an account that
+            # traded before the first liquidation (a triggered order, its makers) is ranked at
+            # its ratio after those fills, which the what-if above cannot know
+            traded = set()
+            for e in events:
+                if isinstance(e, ev.AccountLiquidated):
+                    break
+                if isinstance(e, ev.TradeExecuted):
+                    traded |= {e.taker_account_id, e.maker_account_id}
+            liquidation_order = [part for part in liquidation_order if part[0] not in traded]
             initially_below = [part for part in first_seen if part in liquidation_order]
             assert initially_below == [part for part in liquidation_order if part in initially_below], (
                 f"liquidated in order {first_seen}, SPEC §5 order {liquidation_order}"
@@ -1084,3 +1094,30 @@ def test_isolated_tier2_position_partially_liquidated_and_saved() -> None:
     assert (reduced.qty_lots, reduced.filled_lots, reduced.size_after_lots) == (1_510, 1_510, 3_490)
     assert acct.isolated[BTC] == usd_atoms(5_235)
     assert acct.wallet_atoms == usd_atoms("2614.7768")
+
+
+class _Draws:
+    """A replayed `data` argument: hands out the recorded draws in order."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values = list(values)
+
+    def draw(self, strategy: Any, label: str | None = None) -> Any:
+        return self.values.pop(0)
+
+
+@settings(max_examples=1, database=None, deadline=None)  # a test context: the machine records events
+@given(st.just(None))
+def test_liquidation_order_when_a_stop_fills_first_ranks_that_account_after_its_fill(_: None) -> None:
+    # shrunk by Hypothesis (the machine's liquidation-order check once ignored that stops fire
+    # before the liquidation check): account 2's stop-limit on its ETH short triggers in the
+    # squeeze and fills, which changes its ratio before the ranking
+    m = RiskMachine()
+    m.open_accounts(trader_deposits=[30, 30, 30, 30], fund_usd=0, policies=("queue", "queue"), ladder_qtys=[100] * 28,
+                    positions=[(1, "BTC-PERP", "buy", 50, 100), (1, "BTC-PERP", "buy", 50, 100),
+                               (1, "ETH-PERP", "sell", 50, 60), (2, "ETH-PERP", "sell", 50, 60)], isolated=[])
+    m.protect(data=_Draws((2, "ETH-PERP")), close_position=False, fraction_pct=50, kind="stop_limit",
+              loss_bp=1, trigger_by="mark")
+    m.squeeze(data=_Draws("ETH-PERP"), move_ppm=100_000)
+    assert m.run_counts["stop triggered by mark"] == 1 and m.run_counts["liquidation"] >= 2
+    m.teardown()

@@ -63,7 +63,13 @@ def test_rewrite_when_given_the_commands_changes_nothing_but_decorators_and_init
     "from dataclasses import dataclass\n@dataclass(frozen=True)\nclass A:\n    x: int = 0\n    def __post_init__(self) -> None:\n        pass\n",
     "from dataclasses import dataclass\nfrom typing import ClassVar\n@dataclass(frozen=True)\nclass A:\n    x: ClassVar[int] = 0\n",
     "from dataclasses import dataclass\n@dataclass(frozen=True, init=False)\nclass A:\n    x: int = 0\n",
-], ids=["field_call", "inherits", "post_init", "classvar", "init_given"])
+    "from dataclasses import dataclass\n@dataclass(frozen=True, kw_only=True)\nclass A:\n    x: int = 0\n",
+    "from dataclasses import dataclass, KW_ONLY\n@dataclass(frozen=True)\nclass A:\n    _: KW_ONLY\n    x: int = 0\n",
+    "from dataclasses import dataclass\n@dataclass(frozen=True)\nclass A:\n    x: int = 0\n    x = 5\n",
+    "from dataclasses import dataclass\n@dataclass(frozen=True)\nclass A:\n    f: object = lambda: 0\n",
+    "from dataclasses import dataclass\n@dataclass(frozen=True)\nclass A:\n    x: int = 0\n    y: int = x\n",
+], ids=["field_call", "inherits", "post_init", "classvar", "init_given", "kw_only", "kw_only_marker", "rebound",
+        "lambda_default", "class_name_default"])
 def test_rewrite_when_a_dataclass_cannot_be_reproduced_refuses(source: str) -> None:
     with pytest.raises(Unsupported):
         rewrite(source)
