@@ -99,24 +99,28 @@ _FLOATS_REFUSED = _commands_refuse_floats()
 
 def decode_command(data: bytes) -> Any:
     """Rebuild a command from `encode_command` output (of this or any earlier version)."""
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:  # e.g. "number is infinity": an integer of 310+ digits
-        parsed = loads_exact(data)
     if not _FLOATS_REFUSED:
-        return command_from_fields(_exact(parsed, data))
+        return command_from_fields(parse_record(data))
+    parsed = _loads(data)
     try:
         return command_from_fields(parsed)
     except TypeError:
-        if type(parsed) is list and float in map(type, parsed):  # an integer orjson could not hold
-            return command_from_fields(loads_exact(data))
-        raise
+        exact = _exact(parsed, data)  # re-read when a float was an integer orjson could not hold
+        if exact is parsed:
+            raise
+        return command_from_fields(exact)
 
 
 def parse_record(data: bytes) -> Any:
     """A record's JSON with every integer exact: what `command_from_fields` takes."""
+    return _exact(_loads(data), data)
+
+
+def _loads(data: bytes) -> Any:
+    """orjson, or the exact reader where orjson refuses (e.g. "number is infinity": an
+    integer of 310+ digits); integers beyond 64 bits may come back as floats."""
     try:
-        return _exact(orjson.loads(data), data)
+        return orjson.loads(data)
     except orjson.JSONDecodeError:
         return loads_exact(data)
 

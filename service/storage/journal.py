@@ -246,16 +246,12 @@ class JournalStream:
         self.directory = directory
         self.config = config
         self.torn: TornTail | None = None
-        self.segments_read = 0
-        self.largest_segment = 0
 
     def __iter__(self) -> Iterator[tuple[int, int, int, bytes, Path, int]]:
         paths = segments(self.directory)
         last_seq: int | None = None
         for i, path in enumerate(paths):
             data = path.read_bytes()
-            self.segments_read += 1
-            self.largest_segment = max(self.largest_segment, len(data))
             torn: list[TornTail] = []
             last_seq = yield from _segment_records(path, data, i == len(paths) - 1, self.config, torn, last_seq)
             del data

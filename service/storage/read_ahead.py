@@ -14,7 +14,7 @@ Frames on the child's stdout: a 4-byte little-endian length, then a `marshal`led
                                          parsed: the JSON, or (repr of the parse error,)
   ("corrupt", path, offset, why)         JournalCorrupt, rebuilt in the parent
   ("config", path, recorded, expected)   ConfigMismatch, rebuilt in the parent
-  ("end", torn_path, torn_offset, torn_bytes, segments_read, largest_segment, peak_rss)
+  ("end", torn_path, torn_offset, torn_bytes, peak_rss)
 The records before a damaged one are sent first, so the replay applies exactly what the
 in-process stream would have before it raises. Records at or below `after_seq` (in the
 snapshot) are checked but not parsed or sent.
@@ -98,8 +98,6 @@ class ReadAhead:
         self.config = config
         self.after_seq = after_seq
         self.torn: TornTail | None = None
-        self.segments_read = 0
-        self.largest_segment = 0
         self.peak_rss = 0  # the reader process's, in bytes (0 where /proc does not say)
 
     def command(self) -> list[str]:
@@ -131,7 +129,7 @@ class ReadAhead:
             if kind == "records":
                 yield from frame[1]
             elif kind == "end":
-                _, torn_path, torn_offset, torn_bytes, self.segments_read, self.largest_segment, self.peak_rss = frame
+                _, torn_path, torn_offset, torn_bytes, self.peak_rss = frame
                 if torn_path is not None:
                     self.torn = TornTail(Path(torn_path), torn_offset, torn_bytes)
                 return
@@ -188,6 +186,7 @@ def run(directory: Path, config: str | None, after_seq: int, out: IO[bytes]) -> 
     last_path: Path | None = None
     name = ""
     held = 0  # payload bytes in the batch
+    last: tuple[Any, ...]  # the frame after the last records: the end, or the damage found
     try:
         for before, seq, ts, payload, path, offset in stream:
             if seq <= after_seq:
@@ -204,17 +203,15 @@ def run(directory: Path, config: str | None, after_seq: int, out: IO[bytes]) -> 
                 send(("records", batch))
                 batch, held = [], 0
     except JournalCorrupt as exc:
-        send(("records", batch))
-        send(("corrupt", str(exc.path), exc.offset, exc.why))
-        return
+        last = ("corrupt", str(exc.path), exc.offset, exc.why)
     except ConfigMismatch as exc:
-        send(("records", batch))
-        send(("config", str(exc.path), exc.recorded, exc.expected))
-        return
+        last = ("config", str(exc.path), exc.recorded, exc.expected)
+    else:
+        torn = stream.torn
+        last = ("end", str(torn.path) if torn else None, torn.offset if torn else 0, torn.dropped_bytes if torn else 0,
+                _peak_rss())
     send(("records", batch))
-    torn = stream.torn
-    send(("end", str(torn.path) if torn else None, torn.offset if torn else 0, torn.dropped_bytes if torn else 0,
-          stream.segments_read, stream.largest_segment, _peak_rss()))
+    send(last)
 
 
 def _peak_rss() -> int:
