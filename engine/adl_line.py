@@ -39,8 +39,9 @@ class AdlRanking:
 
     Built on first use, then refreshed only for accounts listed in `pending` (the engine adds
     every account whose wallet or positions changed). A move of this symbol's mark changes
-    every score, so the engine drops the line then and it is rebuilt (one sort) on the next
-    use.
+    every score, so the engine marks the line `stale` then and it is rebuilt (one sort) on
+    the next use, from its own members and the pending accounts (who holds this side: the
+    other side's holders are not looked at).
 
     Besides the order it keeps what the allocation policies need, updated with each entry:
     (|q|, upnl, equity <= 0) of every position (`row_of`) and, from the first pro-rata
@@ -62,6 +63,7 @@ class AdlRanking:
         self.entries: SortedList = SortedList()
         self.key_of: dict[int, RankKey] = {}
         self.pending: set[int] = set()
+        self.stale = False  # the mark moved: every key is out of date, rebuild on next use
         self.exact = False  # tuple keys with the exact score (numbers too large for int keys met)
         self.row_of: dict[int, tuple[int, int, bool]] = {}  # id -> (|q|, upnl, equity <= 0)
         # the profitable positions, kept once a pro-rata allocation asked for them
@@ -82,9 +84,9 @@ class AdlRanking:
     def refresh(self, accounts: dict[int, Account], instruments: dict[str, Instrument], marks: dict[str, int]) -> None:
         """Re-rank every pending account (the hot path of a cascade)."""
         pending = self.pending
-        if not pending:
+        if not pending and not self.stale:
             return
-        if not self.key_of and len(pending) > 64:
+        if self.stale or (not self.key_of and len(pending) > 64):
             self._build(accounts, instruments, marks)
             return
         exact = self.exact
@@ -191,6 +193,7 @@ class AdlRanking:
             keys.append(key)
             key_of[aid] = key
         self.exact = exact
+        self.stale = False
         self.key_of, self.row_of = key_of, row_of
         self.entries = SortedList(keys)
         self.profits = False

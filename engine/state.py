@@ -174,7 +174,9 @@ class ExchangeState:
         self.marks[symbol] = price_ticks
         self.moved.append(symbol)
         for side in (1, -1):
-            self.rankings.pop((symbol, side), None)
+            line = self.rankings.get((symbol, side))
+            if line is not None:
+                line.stale = True
         self.emit(ev.MarkPriceChanged, symbol, price_ticks)
 
     def touch(self, account_id: int) -> None:
