@@ -4,6 +4,7 @@
     python -m bench.cascade_bench --baseline REV        # against another commit's engine/
     python -m bench.cascade_bench --rows pr20k --runs 3 --no-baseline
     python -m bench.cascade_bench --profile q100k-10000 # cProfile of one cascade (this tree)
+    python -m bench.cascade_bench --compiled --baseline 990c7d2^   # Python, compiled, the engine before
 
 Scenario (one row = accounts, liquidated, ADL policy): `accounts / 2` long/short pairs in
 BTC-PERP made by real crossing orders at the mark (10,000 ticks; random 1..20 lots; the book
@@ -18,7 +19,8 @@ ADL lots equal to what they handed over, and `check_invariants()` must pass.
 Each implementation runs in a worker process of its own (the engine package first on its
 `sys.path`): this tree, and the engine of `--baseline` (default HEAD) extracted with
 `git archive`. A worker builds a row once, keeps it pickled, and unpickles a fresh copy per
-run; runs alternate between the workers (A B A B ...). Medians are reported, and the ratio
+run; runs alternate between the workers (A B A B ...). `--compiled` runs this tree twice, its
+Python engine and its compiled one (`make compiled`). Medians are reported, and the ratio
 baseline / this tree of the same run. A baseline run that takes longer than
 `--baseline-cap` seconds is not repeated.
 """
@@ -59,6 +61,12 @@ ROWS: dict[str, tuple[int, int, str]] = {
 GOALS_S = {
     "pr20k-200": 0.5, "pr20k-1000": 0.5, "pr20k-2000": 0.5, "pr100k-200": 0.5, "pr100k-1000": 1.0,
     "q100k-10000": 1.0,
+}
+# what the issue measured for the engine before the work, on its day's machine: the goal as a
+# speed-up is ISSUE_S / GOALS_S, which a baseline run on any machine can check
+ISSUE_S = {
+    "pr20k-200": 3.3, "pr20k-1000": 14.5, "pr20k-2000": 32.8, "pr100k-200": 25.6, "pr100k-1000": 187.0,
+    "q100k-10000": 1.279,
 }
 
 # == the scenario (runs inside a worker, against whichever engine is on sys.path) ===========
@@ -155,11 +163,11 @@ def worker() -> None:
 
 
 class Worker:
-    def __init__(self, name: str, root: Path) -> None:
+    def __init__(self, name: str, root: Path, **env: str) -> None:
         self.name = name
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from bench.cascade_bench import worker; worker()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env(root), cwd=root,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env(root, **env), cwd=root,
         )
 
     def ask(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -206,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--baseline", default="HEAD", help="git revision whose engine/ is the baseline")
     p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--compiled", action="store_true",
+                   help="also run this tree's compiled engine (make compiled), next to its Python engine")
     p.add_argument("--baseline-cap", type=float, default=20.0, help="seconds: a slower baseline run is not repeated")
     p.add_argument("--profile", choices=tuple(ROWS))
     p.add_argument("--top", type=int, default=30)
@@ -216,7 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         profile(args.profile, args.top)
         return 0
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    workers = [Worker("this tree", REPO)]
+    if args.compiled:
+        workers = [Worker("this tree, Python", REPO, EXCHANGE_ENGINE="python"),
+                   Worker("this tree, compiled", REPO, EXCHANGE_ENGINE="compiled")]
+    else:
+        workers = [Worker("this tree", REPO)]
+    ours = len(workers)
     tmp = tempfile.TemporaryDirectory(prefix="cascade-baseline-")
     if not args.no_baseline:
         # the worker protocol is this file's: the baseline runs the same scenario code
@@ -235,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.runs):
                 for w in workers:
                     done = per[w.name]
-                    if done and w is not workers[0] and done[0]["wall"] > args.baseline_cap:
+                    if done and w.name.startswith("baseline") and done[0]["wall"] > args.baseline_cap:
                         continue
                     r = w.ask({"run": row})
                     done.append(r)
@@ -252,17 +267,22 @@ def main(argv: list[str] | None = None) -> int:
         tmp.cleanup()
     print("\nmedian wall (cpu) seconds of the crash command; events and state hash identical across implementations")
     names = [w.name for w in workers]
-    head = "| row | accounts | liquidated | policy | " + " | ".join(names) + (" | baseline / this tree |" if len(names) > 1 else "") + " goal |"
+    base = names[ours] if len(names) > ours else None
+    ratios = [f"baseline / {nm.removeprefix('this tree, ') if ours > 1 else 'this tree'}" for nm in names[:ours]] if base else []
+    head = "| row | accounts | liquidated | policy | " + " | ".join(names + ratios) + " | goal (s) | speed-up asked |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for row, per in results.items():
         n, liq, policy = ROWS[row]
         med = {k: (statistics.median(r["wall"] for r in v), statistics.median(r["cpu"] for r in v), len(v)) for k, v in per.items()}
         cells = [f"{w:.3f} ({c:.3f}){'' if k == 1 else f' x{k}'}" for w, c, k in (med[nm] for nm in names)]
-        ratio = f" {med[names[1]][0] / med[names[0]][0]:.1f}x |" if len(names) > 1 else ""
+        if base:
+            cells += [f"{med[base][0] / med[nm][0]:.1f}x" for nm in names[:ours]]
         goal = GOALS_S.get(row)
-        verdict = "" if goal is None else f"< {goal} s: {'MET' if med[names[0]][0] < goal else 'NOT MET'}"
-        print(f"| {row} | {n:,} | {liq:,} | {policy} | " + " | ".join(cells) + f" |{ratio} {verdict} |")
+        best = min(med[nm][0] for nm in names[:ours])
+        cells.append("" if goal is None else f"< {goal}: {'met' if best < goal else 'NOT MET'}")
+        cells.append("" if goal is None else f"{ISSUE_S[row] / goal:.1f}x")
+        print(f"| {row} | {n:,} | {liq:,} | {policy} | " + " | ".join(cells) + " |")
     return 0
 
 
