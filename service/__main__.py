@@ -102,8 +102,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--role", choices=("embedded", "engine"), default=None,
+        help="engine: also consume the Redis command bus (service/bus.py); default EXCHANGE_ROLE or embedded",
+    )
     args = parser.parse_args(argv)
     settings = _settings_or_exit()
+    if args.role is not None:
+        settings.role = args.role
+    if settings.role == "engine" and not settings.redis_url:
+        print("error: --role engine consumes commands from Redis: set EXCHANGE_REDIS_URL", file=sys.stderr)
+        raise SystemExit(2)
     _config_and_feed_or_exit(settings)
     _port_usable_or_exit(args.host, args.port)
     level = settings.log_level.upper()

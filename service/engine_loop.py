@@ -50,6 +50,7 @@ from engine.events import (
     TradeExecuted,
 )
 from service.metrics import Metrics
+from service.storage.bus_ledger import BusLedger
 
 log = logging.getLogger("service.engine_loop")
 
@@ -70,7 +71,7 @@ class EngineHalted(Exception):
 class Journal(Protocol):
     """What the engine loop needs from durability (service/storage/durable.py)."""
 
-    def append_batch(self, records: Sequence[tuple[Command, list[Any]]], sync: bool = True) -> int: ...
+    def append_batch(self, records: Sequence[tuple[Any, ...]], sync: bool = True) -> int: ...
 
     @property
     def deferred_sync(self) -> bool: ...
@@ -85,6 +86,15 @@ class Journal(Protocol):
 
 
 _STOP = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class Duplicate:
+    """A bus command whose idempotency key the engine has applied before: not applied
+    again; `seq_before`..`seq` is the range of the first one's events (service/bus.py)."""
+
+    seq_before: int
+    seq: int
 
 
 class EngineLoop:
@@ -104,6 +114,7 @@ class EngineLoop:
         self.metrics = metrics
         self.journal = journal
         self.published_seq: Callable[[], int] = lambda: 0  # set by the runtime (snapshot pruning)
+        self.bus: BusLedger | None = None  # the command bus's ledger (engine role, service/bus.py)
         self.sinks = list(sinks)
         self.capture = capture
         self.on_delivered = on_delivered
@@ -168,11 +179,20 @@ class EngineLoop:
     async def submit(self, command: Command, after: After | None = None, *, stamp: bool = True) -> Any:
         """Queue `command`; return `after(engine, events)` (or the events) once it was applied.
         `stamp=False` keeps the command's own `ts_ns` instead of the clock's."""
+        return await self.enqueue(command, after, stamp=stamp)
+
+    def enqueue(
+        self, command: Command, after: After | None = None, *, stamp: bool = True,
+        origin: tuple[str, str] | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue `command` now (in call order) and return the future of its answer. `origin` =
+        (bus entry id, idempotency key) of a command from the command bus: journaled with it,
+        and a key already applied is answered `Duplicate` instead (`self.bus`)."""
         if self.halted or self._stopping:
             raise EngineHalted(self.halt_reason or "the service is shutting down")
         fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((command, fut, after, time.perf_counter(), stamp))
-        return await fut
+        self._queue.put_nowait((command, fut, after, time.perf_counter(), stamp, origin))
+        return fut
 
     # -- the engine task -----------------------------------------------------------------
 
@@ -207,21 +227,34 @@ class EngineLoop:
     def _process(self, batch: list[Any]) -> None:
         engine = self.engine
         metrics = self.metrics
-        records: list[tuple[Command, list[Any]]] = []
+        records: list[tuple[Any, ...]] = []
         answers: list[tuple[asyncio.Future[Any], Any, bool, float]] = []
         all_events: list[Any] = []
         replace = dataclasses.replace
         time_ns = time.time_ns
-        for i, (command, fut, after, t0, stamp) in enumerate(batch):
+        bus = self.bus
+        for i, (command, fut, after, t0, stamp, origin) in enumerate(batch):
+            if origin is not None and bus is not None:
+                done = bus.seen(origin[1])
+                if done is not None:  # applied before: once only
+                    bus.applied(origin[0], origin[1], *done)
+                    answers.append((fut, Duplicate(*done), True, t0))
+                    continue
             if stamp:
                 command = replace(command, ts_ns=time_ns())
+            seq_before = engine.seq
             try:
                 events = engine.apply(command)
             except Exception as exc:  # broken invariant or bug: stop, never limp on
                 self._halt(exc, command)
                 self._fail_submissions(batch[i:])
                 break
-            records.append((command, events))
+            if origin is None:
+                records.append((command, events))
+            else:
+                records.append((command, events, origin))
+                if bus is not None:
+                    bus.applied(origin[0], origin[1], seq_before, engine.seq)
             all_events.extend(events)
             rejected = bool(events) and isinstance(events[0], REJECTION_TYPES)
             metrics.command(type(command).__name__, events[0].reason if rejected else "ok")

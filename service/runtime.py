@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 import native
+from service.bus import BusConsumer, BusKeys
 from service.config import build_engine, load_engine_config
 from service.engine_loop import EngineLoop
 from service.feed import Feed, PriceFeed, load_feed, schedule
@@ -62,6 +63,7 @@ class Services:
             snapshot_mode=settings.snapshot_mode,
             freeze_gc=settings.gc_freeze,
             read_ahead={"auto": None, "on": True, "off": False}[settings.recovery_read_ahead],
+            bus_window=settings.bus_dedupe_window,
         )
         # Recovery: newest valid snapshot + journal replay; refuses to start on corruption.
         self.recovered = self.journal.recover()
@@ -130,6 +132,16 @@ class Services:
             on_delivered=self.hub.on_delivered,
         )
         self.loop.published_seq = lambda: self.publisher.last_published_seq
+        # the engine role: commands also arrive over the Redis command bus (service/bus.py)
+        self.bus: BusConsumer | None = None
+        if settings.role == "engine":
+            if not settings.redis_url:
+                raise ValueError("the engine role consumes commands from Redis: set EXCHANGE_REDIS_URL")
+            self.loop.bus = self.journal.bus
+            self.bus = BusConsumer(
+                settings.redis_url, BusKeys(settings.bus_prefix), self.loop, self.formatter,
+                batch=settings.engine_batch, results_maxlen=settings.stream_maxlen,
+            )
         self.hub.halted = lambda: self.loop.halted
         # index prices and funding (SPEC §12); the feed was checked before start (__main__)
         self.feed_source: Feed | None = None
@@ -328,6 +340,9 @@ class Services:
             self.metrics.watch_gc()
         await self.publisher.start()
         self.loop.start()
+        if self.bus is not None:
+            self.bus.start()
+            log.info("command bus: consuming %s after entry %s", self.bus.keys.commands, self.bus.ledger.cursor)
         self.hub.start()
         self._start_feed_and_funding()
 
@@ -337,6 +352,8 @@ class Services:
             await self.feed.stop()
         if self.scheduler is not None:
             await self.scheduler.stop()
+        if self.bus is not None:  # commands read but not applied are read again at the next start
+            await self.bus.stop()
         await self.loop.stop(timeout)
         # a background snapshot still running: superseded by the final one below (killed, it
         # is a crash mid-snapshot, which leaves the previous one); after a halt, let it finish

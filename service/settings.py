@@ -68,6 +68,19 @@ class Settings(BaseSettings):
     )
 
     # Redis Streams publication (SPEC §8)
+    role: Literal["embedded", "engine"] = Field(
+        default="embedded",
+        description="embedded: one process serves everything; engine: also consume commands "
+        "from the Redis command bus (needs EXCHANGE_REDIS_URL; `python -m service --role engine`)",
+    )
+    bus_prefix: str = Field(
+        default="exchange", min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$",
+        description="prefix of the command bus's keys: <prefix>:commands, <prefix>:results:<name>",
+    )
+    bus_dedupe_window: int = Field(
+        default=100_000, ge=1, le=10_000_000,
+        description="idempotency keys of the last N bus commands kept (a repeated key is not applied again)",
+    )
     stream_maxlen: int = Field(
         default=100_000, ge=1, description="approximate MAXLEN of each stream"
     )

@@ -77,10 +77,29 @@ def dumps_exact(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def encode_command(command: Any) -> bytes:
-    """Serialize a command (integers beyond 64 bits exactly)."""
+def encode_command(command: Any, origin: tuple[str, str] | None = None) -> bytes:
+    """Serialize a command (integers beyond 64 bits exactly). A command that came over the
+    command bus (service/bus.py) carries its `origin` = (stream entry id, idempotency key):
+    `{"c": [type name, field values...], "bus": entry id, "key": key}`."""
     name = type(command).__name__
-    return dumps_exact([name, *(getattr(command, f) for f in _FIELDS[name])])
+    fields = [name, *(getattr(command, f) for f in _FIELDS[name])]
+    if origin is None:
+        return dumps_exact(fields)
+    return dumps_exact({"c": fields, "bus": origin[0], "key": origin[1]})
+
+
+def record_origin(item: bytes | Any) -> tuple[str, str] | None:
+    """The bus origin of a journal record (its payload, or the payload parsed), else None."""
+    if type(item) is bytes:
+        if not item.startswith(b"{"):
+            return None
+        item = _loads(item)
+    if type(item) is not dict:
+        return None
+    bus, key = item.get("bus"), item.get("key")
+    if type(bus) is not str or type(key) is not str:
+        raise ValueError("a bus record's origin is two strings")
+    return bus, key
 
 
 def _commands_refuse_floats() -> bool:
@@ -126,11 +145,15 @@ def _loads(data: bytes) -> Any:
 
 
 def _exact(parsed: Any, data: bytes) -> Any:
-    return loads_exact(data) if type(parsed) is list and float in map(type, parsed) else parsed
+    fields = parsed.get("c") if type(parsed) is dict else parsed
+    return loads_exact(data) if type(fields) is list and float in map(type, fields) else parsed
 
 
 def command_from_fields(parsed: Any) -> Any:
-    """The command of a parsed record `[type name, field values...]`."""
+    """The command of a parsed record `[type name, field values...]` (or of a bus record,
+    `{"c": [...], "bus": ..., "key": ...}`)."""
+    if type(parsed) is dict:
+        parsed = parsed.get("c")
     if type(parsed) is not list or not parsed:
         raise ValueError("a command record is a non-empty JSON array")
     cls, count = _DECODE[parsed[0]]

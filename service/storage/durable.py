@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.engine import Engine
+from service.storage.bus_ledger import START, BusLedger
 from service.storage.codec import encode_command
 from service.storage.journal import JournalWriter, fsync_dir, prune_segments, sync_file
 from service.storage.recovery import Recovered, recover
@@ -128,6 +129,7 @@ class DurableJournal:
         snapshot_mode: str = "fork",
         freeze_gc: bool = False,
         read_ahead: bool | None = None,
+        bus_window: int = 100_000,
     ) -> None:
         if snapshot_mode not in SNAPSHOT_MODES:
             raise ValueError(f"snapshot mode must be one of {SNAPSHOT_MODES}")
@@ -139,6 +141,8 @@ class DurableJournal:
         self.segment_bytes = segment_bytes
         self.freeze_gc = freeze_gc  # after recovery (recovery.py); the service's EXCHANGE_GC_FREEZE
         self.read_ahead = read_ahead  # recovery's journal reader (read_ahead.py); None: when it pays
+        self.bus_window = bus_window  # idempotency keys of bus commands kept (bus_ledger.py)
+        self.bus: BusLedger | None = None  # known once recover() ran; written with each snapshot
         self.writer: JournalWriter | None = None
         self.records = 0
         self.batches = 0
@@ -163,7 +167,11 @@ class DurableJournal:
         if self._lock is None:
             self._lock = lock_data_dir(self.data_dir)
         self.id = data_dir_id(self.data_dir)
-        rec = recover(self.data_dir, self.new_engine, repair=True, freeze_gc=self.freeze_gc, read_ahead=self.read_ahead)
+        rec = recover(
+            self.data_dir, self.new_engine, repair=True, freeze_gc=self.freeze_gc, read_ahead=self.read_ahead,
+            bus_window=self.bus_window,
+        )
+        self.bus = rec.bus
         self.last_seq = rec.engine.seq
         self.writer = JournalWriter(
             self.data_dir,
@@ -244,10 +252,13 @@ class DurableJournal:
         Returns how many records were written (commands without events are not)."""
         assert self.writer is not None, "recover() first"
         out = []
-        for command, events in records:
+        for record in records:
+            command, events = record[0], record[1]
             if not events:
                 continue
-            out.append((events[0].seq - 1, events[-1].seq, command.ts_ns, encode_command(command)))
+            # a command from the command bus: (command, events, (entry id, idempotency key))
+            origin = record[2] if len(record) > 2 else None
+            out.append((events[0].seq - 1, events[-1].seq, command.ts_ns, encode_command(command, origin)))
         if out:
             try:
                 self.writer.append_batch(out, sync=sync)
@@ -274,7 +285,7 @@ class DurableJournal:
         if self.writer is not None:  # the journal reaches the snapshot's seq, in every mode
             self.writer.sync()
         try:
-            path = write_snapshot(self.data_dir, engine)
+            path = write_snapshot(self.data_dir, engine, self._meta())
         except Exception:
             # retried after another `snapshot_every` commands or `snapshot_interval_s`, not at
             # every batch: on a full disk each try would pickle and write the whole engine again
@@ -284,6 +295,11 @@ class DurableJournal:
         self._snapshot_at = time.monotonic()
         self.prune(published_seq if published_seq is not None else engine.seq)
         return path
+
+    def _meta(self) -> dict[str, Any] | None:
+        """What a snapshot keeps beside the engine: the bus ledger, once the bus was used."""
+        bus = self.bus
+        return bus.to_meta() if bus is not None and (bus.keys or bus.cursor != START) else None
 
     def start_snapshot(self, engine: Engine, published_seq: int | None = None) -> None:
         """Take a snapshot per `snapshot_mode`: `fork` starts a background writer and returns
@@ -295,11 +311,12 @@ class DurableJournal:
                 raise RuntimeError(f"engine at seq {engine.seq}, journal at {self.last_seq}")
             directory, segment = self.data_dir, self.writer.path if self.writer else None
             published = published_seq if published_seq is not None else engine.seq
+            meta = self._meta()  # as of engine.seq: everything applied is journaled
 
             def work() -> str:  # in the child: its engine is the one of the fork, frozen
                 if segment is not None:  # the journal reaches the snapshot's seq, in every mode
                     sync_file(segment)
-                path = write_snapshot(directory, engine)
+                path = write_snapshot(directory, engine, meta)
                 self.prune(published)
                 return path.name
 

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.engine import Engine
-from service.storage.codec import decode_command
+from service.storage.bus_ledger import BusLedger
+from service.storage.codec import decode_command, record_origin
 from service.storage.journal import (
     ConfigMismatch,
     JournalStream,
@@ -58,6 +59,7 @@ class Recovered:
     replayed: int
     torn: TornTail | None
     reader_peak_rss: int = 0  # bytes held at most by the read-ahead process (0: read in process)
+    bus: BusLedger | None = None  # where the engine stands in the command bus (bus_ledger.py)
 
 
 def recover(
@@ -68,14 +70,16 @@ def recover(
     max_snapshot_seq: int | None = None,
     freeze_gc: bool = False,
     read_ahead: bool | None = None,
+    bus_window: int = 100_000,
 ) -> Recovered:
     """Rebuild the engine from `directory`. `on_events` sees the replayed events (for
     re-publishing). `read_ahead`: read and parse the journal in a second process (None:
-    when there is a second core and the journal is large enough, read_ahead.worth_it)."""
+    when there is a second core and the journal is large enough, read_ahead.worth_it).
+    `bus_window`: how many idempotency keys of bus commands the returned ledger keeps."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _recover(directory, new_engine, repair, on_events, max_snapshot_seq, read_ahead)
+        return _recover(directory, new_engine, repair, on_events, max_snapshot_seq, read_ahead, bus_window)
     finally:
         if freeze_gc:
             gc.freeze()
@@ -92,11 +96,17 @@ def _recover(
     on_events: Callable[[list[Any]], None] | None,
     max_snapshot_seq: int | None,
     read_ahead: bool | None,
+    bus_window: int,
 ) -> Recovered:
     directory.mkdir(parents=True, exist_ok=True)
     fresh = new_engine()
     config = fresh.config_fingerprint()
-    engine = load_newest(directory, max_seq=max_snapshot_seq)
+    meta: dict[str, Any] = {}
+    engine = load_newest(directory, max_seq=max_snapshot_seq, meta=meta)
+    try:
+        bus = BusLedger.from_meta(meta, bus_window)
+    except (ValueError, TypeError) as exc:
+        raise RecoveryError(f"the newest snapshot's bus ledger is unreadable: {exc!r}") from exc
     snapshot_seq = engine.seq if engine is not None else 0
     if engine is None:
         engine = fresh
@@ -127,6 +137,7 @@ def _recover(
                 )
             try:
                 command = decode(item)
+                origin = record_origin(item)
             except (ValueError, KeyError, TypeError) as exc:  # checksummed, yet not a command
                 raise RecoveryError(f"undecodable record at {path} offset {offset}: {exc!r}") from exc
             events = apply(command)
@@ -134,6 +145,8 @@ def _recover(
                 raise RecoveryError(
                     f"replay diverged at {path} offset {offset}: recorded seq {seq}, engine reached {engine.seq}"
                 )
+            if origin is not None:
+                bus.applied(origin[0], origin[1], seq_before, seq)
             if on_events is not None:
                 on_events(events)
             replayed += 1
@@ -156,4 +169,4 @@ def _recover(
         for path in segments(directory):
             sync_file(path)
         fsync_dir(directory)
-    return Recovered(engine, snapshot_seq, replayed, torn, stream.peak_rss if isinstance(stream, ReadAhead) else 0)
+    return Recovered(engine, snapshot_seq, replayed, torn, stream.peak_rss if isinstance(stream, ReadAhead) else 0, bus)

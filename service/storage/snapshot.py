@@ -6,7 +6,9 @@ Written to a temporary file, fsynced, renamed into place atomically, directory f
 a crash leaves either the old set of snapshots or the new one, never a half file under the
 final name. A snapshot is valid when its crc matches and the engine it holds hashes to the
 recorded value. Snapshots are local files written by this service (pickle is not for
-untrusted input).
+untrusted input). The body is the pickled engine, or (engine, meta) when the service keeps
+state beside the engine that must agree with it (the command bus's cursor and recent
+idempotency keys, service/bus.py): a JSON-able dict.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pickle
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 from engine.engine import Engine
 from service.storage.journal import fsync_dir
@@ -44,10 +47,10 @@ def snapshot_seq(path: Path) -> int:
     return int(path.stem.split("-", 1)[1])
 
 
-def write_snapshot(directory: Path, engine: Engine) -> Path:
-    """Write the engine's state atomically; return the final path."""
+def write_snapshot(directory: Path, engine: Engine, meta: dict[str, Any] | None = None) -> Path:
+    """Write the engine's state (and `meta`, when given) atomically; return the final path."""
     directory.mkdir(parents=True, exist_ok=True)
-    body = pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL)
+    body = pickle.dumps(engine if meta is None else (engine, meta), protocol=pickle.HIGHEST_PROTOCOL)
     digest = engine.state_hash().encode()
     final = directory / snapshot_name(engine.seq)
     tmp = final.with_suffix(".tmp")
@@ -67,6 +70,11 @@ def write_snapshot(directory: Path, engine: Engine) -> Path:
 
 def read_snapshot(path: Path) -> Engine:
     """Load and verify one snapshot."""
+    return read_snapshot_meta(path)[0]
+
+
+def read_snapshot_meta(path: Path) -> tuple[Engine, dict[str, Any]]:
+    """Load and verify one snapshot: the engine and the meta written with it ({} if none)."""
     data = path.read_bytes()
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + HEAD.size:
         raise SnapshotInvalid(f"{path}: not a snapshot")
@@ -75,20 +83,27 @@ def read_snapshot(path: Path) -> Engine:
     if zlib.crc32(body) != crc:
         raise SnapshotInvalid(f"{path}: checksum mismatch")
     engine = pickle.loads(body)
+    meta: dict[str, Any] = {}
+    if type(engine) is tuple and len(engine) == 2 and type(engine[1]) is dict:
+        engine, meta = engine
     if not isinstance(engine, Engine) or engine.seq != seq:
         raise SnapshotInvalid(f"{path}: wrong content")
     if engine.state_hash().encode() != digest:
         raise SnapshotInvalid(f"{path}: state hash differs from the recorded one")
-    return engine
+    return engine, meta
 
 
-def load_newest(directory: Path, max_seq: int | None = None) -> Engine | None:
-    """The newest valid snapshot (with seq <= max_seq when given); invalid ones are logged and skipped."""
+def load_newest(directory: Path, max_seq: int | None = None, meta: dict[str, Any] | None = None) -> Engine | None:
+    """The newest valid snapshot (with seq <= max_seq when given); invalid ones are logged and
+    skipped. `meta`, when given, receives the meta written with it."""
     for path in reversed(snapshots(directory)):
         if max_seq is not None and snapshot_seq(path) > max_seq:
             continue
         try:
-            return read_snapshot(path)
+            engine, found = read_snapshot_meta(path)
+            if meta is not None:
+                meta.update(found)
+            return engine
         except (SnapshotInvalid, pickle.UnpicklingError, EOFError, AttributeError) as exc:
             log.error("skipping invalid snapshot %s: %s", path, exc)
     return None

@@ -65,10 +65,10 @@ def _gate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     go = tmp_path / "go"
     real = durable.write_snapshot
 
-    def gated(directory: Path, engine: Engine) -> Path:
+    def gated(directory: Path, engine: Engine, meta: dict[str, Any] | None = None) -> Path:
         while not go.exists():
             time.sleep(0.005)
-        return real(directory, engine)
+        return real(directory, engine, meta)
 
     monkeypatch.setattr(durable, "write_snapshot", gated)
     return go
@@ -174,7 +174,7 @@ async def test_background_snapshot_when_the_writer_fails_logs_it_leaves_no_temp_
     caplog.set_level(logging.INFO, logger="service.durability")
     real = durable.write_snapshot
 
-    def full_disk(directory: Path, engine: Engine) -> Path:
+    def full_disk(directory: Path, engine: Engine, meta: dict[str, Any] | None = None) -> Path:
         tmp = directory / f"snapshot-{engine.seq:020d}.tmp"
         tmp.write_bytes(b"PXSNAP1\n")  # a partial temp file, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -260,12 +260,12 @@ data = Path(sys.argv[1])
 ARMED = False  # read in the child: the second snapshot's writer is torn, then held forever
 real = durable.write_snapshot
 
-def torn(directory, engine):
+def torn(directory, engine, meta=None):
     if ARMED:
         (directory / f"snapshot-{engine.seq:020d}.tmp").write_bytes(b"PXSNAP1\\n" + os.urandom(4096))
         while True:
             time.sleep(1)
-    return real(directory, engine)
+    return real(directory, engine, meta)
 
 durable.write_snapshot = torn
 
