@@ -1,7 +1,7 @@
 """The command bus: commands reach the engine over a Redis stream, exactly once.
 
 `python -m service --role engine` runs the service as usual and, beside its HTTP API,
-consumes the stream `<prefix>:commands` (prefix `exchange` by default, EXCHANGE_REDIS_PREFIX;
+consumes the stream `<prefix>:commands` (prefix `exchange` by default, EXCHANGE_BUS_PREFIX;
 `{exchange}` puts every key of one engine in one Redis Cluster slot). Anything that can
 write to Redis and build a command can trade through it: the gateway processes of the
 scale-out, a test, a script.
@@ -15,7 +15,8 @@ An entry has three fields:
 - `cmd`: the command as the journal writes it (service/storage/codec.py):
   `["PlaceOrder", account_id, "BTC-PERP", "buy", 1, 5000000, ...]`, fields in declaration
   order, trailing ones with defaults may be left out. Every value is checked against the
-  field's type before the engine sees it (ints up to 128 bits, strings up to 256 characters);
+  field's type before the engine sees it (ints within +-10^23, the largest the HTTP edge can
+  produce; strings up to 256 characters);
   `ts_ns` is the engine's to stamp and must be left out or 0.
 - `reply` (optional): a stream `<prefix>:results:<name>` where the answer goes.
 
@@ -27,10 +28,16 @@ nothing was applied). An answer is written only once the command is journaled (a
 answer is); `events` holds at most 1,000 events (`events_truncated` says when more were
 made: read them from `exchange:events` by seq).
 
-Exactly once (service/storage/bus_ledger.py): each applied bus command is journaled with its
-entry id and key, and every snapshot keeps the ledger, so a restarted engine resumes after
-the last entry it applied: nothing skipped, nothing applied twice. Applied entries are
-trimmed from the stream once journaled.
+Exactly once (service/storage/bus_ledger.py): each bus command that made events is journaled
+with its entry id and key, and every snapshot keeps the ledger, so a restarted engine
+resumes after the last journaled entry: nothing skipped, nothing applied twice. Entries
+read are removed from the stream in the same transaction that writes their answers (after
+the journal), so an answered entry is never read again, one that changed nothing included.
+An answer `error` means the command was applied but its answer was lost: send the key again.
+
+Trust: whoever can write the stream can send any command (deposits, marks, withdrawals
+from any account): the bus is admin-equivalent, like the admin token. Keep Redis private;
+gateways authenticate users before they write.
 
 Back-pressure: `submit` (the senders' side) refuses to add an entry while the stream holds
 `max_pending` unapplied entries or more (`BusFull`: the engine is behind; a gateway answers
@@ -61,7 +68,7 @@ KEY_MAX = 128
 REPLY_MAX = 200
 CMD_MAX_BYTES = 64 << 10
 STR_MAX = 256
-INT_MAX_BITS = 128
+INT_LIMIT = 10**23  # the largest integer the HTTP edge can produce (10^15 units in atoms)
 EVENTS_IN_ANSWER = 1_000
 
 
@@ -162,8 +169,8 @@ def parse_command(raw: bytes | None) -> Any:
         kind = type(value)
         if kind not in allowed:  # bool is not an int here (type(), not isinstance)
             raise BusEntryInvalid(f"cmd: {parsed[0]}.{name} cannot be {kind.__name__}")
-        if kind is int and value.bit_length() > INT_MAX_BITS:
-            raise BusEntryInvalid(f"cmd: {parsed[0]}.{name} is beyond {INT_MAX_BITS} bits")
+        if kind is int and not -INT_LIMIT <= value <= INT_LIMIT:
+            raise BusEntryInvalid(f"cmd: {parsed[0]}.{name} is beyond +-10^23")
         if kind is str and len(value) > STR_MAX:
             raise BusEntryInvalid(f"cmd: {parsed[0]}.{name} is longer than {STR_MAX} characters")
         if name == "ts_ns" and value:
@@ -302,20 +309,26 @@ class BusConsumer:
                             result = await result
                         except EngineHalted:  # not journaled: nobody hears of it
                             return
-                    if reply is not None:
-                        answers.append((reply, _answer_fields(sender_key or "", result)))
+                        except Exception as exc:  # a fault in `_answer`: applied, answer lost
+                            log.exception("command bus: answer for %s failed", sender_key)
+                            result = {"status": "error", "error": f"{type(exc).__name__}: the answer was lost; send the key again"}
+                    if reply is not None and sender_key is not None:
+                        answers.append((reply, _answer_fields(sender_key, result)))
                 self.consumed += len(pending)
-                await self._write(client, answers, read_from)
+                await self._write(client, answers, _after(read_from))
         finally:
             await client.aclose()
 
-    async def _write(self, client: aioredis.Redis, answers: list[tuple[str, Any]], applied_to: str) -> None:
-        """The answers, then trim what is journaled (entries before `applied_to`)."""
+    async def _write(self, client: aioredis.Redis, answers: list[tuple[str, Any]], below: str) -> None:
+        """Remove every entry read (those below `below`: each is journaled, changed nothing,
+        was a duplicate or invalid), then write their answers, in one transaction: an
+        answered entry is never read again, even one that left no trace in the journal
+        (bus_ledger.py)."""
         try:
-            async with client.pipeline(transaction=False) as pipe:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.xtrim(self.keys.commands, minid=below, approximate=False)
                 for reply, fields in answers:
                     pipe.xadd(reply, fields, maxlen=self.results_maxlen, approximate=True)
-                pipe.xtrim(self.keys.commands, minid=applied_to, approximate=False)
                 await pipe.execute()
         except (RedisError, OSError) as exc:  # the senders time out and retry with their keys
             self._failed(exc)
@@ -327,14 +340,21 @@ class BusConsumer:
         self.last_error = text
 
 
+def _after(entry_id: str) -> str:
+    """The smallest stream id above `entry_id`."""
+    ms, _, n = entry_id.partition("-")
+    return f"{ms}-{int(n or 0) + 1}"
+
+
 def _invalid(fields: dict[bytes, bytes], keys: BusKeys, why: str) -> tuple[str | None, str | None, Any]:
+    """An answer to a malformed entry, when its key and reply are usable (else none)."""
     try:
         reply = _text(fields, b"reply", REPLY_MAX)
         key = _text(fields, b"key", KEY_MAX)
     except BusEntryInvalid:
-        reply = key = None
-    if reply is not None and not reply.startswith(keys.results):
-        reply = None
+        return None, None, None
+    if key is None or reply is None or not (reply.startswith(keys.results) and len(reply) > len(keys.results)):
+        return None, None, None
     return reply, key, {"status": "invalid", "error": why}
 
 

@@ -253,7 +253,7 @@ class EngineLoop:
                 records.append((command, events))
             else:
                 records.append((command, events, origin))
-                if bus is not None:
+                if bus is not None and events:  # journaled: the ledger says so (bus_ledger.py)
                     bus.applied(origin[0], origin[1], seq_before, engine.seq)
             all_events.extend(events)
             rejected = bool(events) and isinstance(events[0], REJECTION_TYPES)

@@ -149,7 +149,9 @@ def cmd_snapshot(directory: Path, factory: Callable[[], Engine], prune: bool) ->
         except (JournalCorrupt, RecoveryError) as exc:
             print(f"FAILED: {exc}", file=sys.stderr)
             return 1
-        path = write_snapshot(directory, rec.engine)
+        # the command bus's ledger goes with the state it describes (service/storage/bus_ledger.py)
+        meta = rec.bus.to_meta() if rec.bus is not None and rec.bus.used() else None
+        path = write_snapshot(directory, rec.engine, meta)
         pruned = []
         if prune:
             pruned = prune_segments(directory, rec.engine.seq)

@@ -5,14 +5,19 @@ key chosen by whoever sent it (a gateway). The engine records both with the comm
 journal (service/storage/codec.py, `origin`) and in every snapshot (its meta), so after a
 restart it knows, exactly as of the state it recovered:
 
-- `cursor`: the last bus entry it applied. Consumption resumes after it, so no command is
+- `cursor`: the last journaled bus entry. Consumption resumes after it, so no command is
   skipped, and none that reached the journal is applied again. An entry applied but not
-  journaled (a crash before the write, or a command that changed nothing and so is not
-  journaled) is read again and applied again, at the same place in the order: the first
-  application left no trace, so this is still once.
-- `keys`: the idempotency keys of the last `window` bus commands, each with the seq range of
-  its events. A command whose key is among them is not applied again; its sender hears
-  "duplicate" with the original seq range (a gateway that retries after a timeout).
+  journaled when the process died was answered to nobody (answers wait for the journal),
+  so applying it again after the restart is its first known application.
+- `keys`: the idempotency keys of the last `window` journaled bus commands, each with the
+  seq range of its events. A command whose key is among them is not applied again; its
+  sender hears "duplicate" with the original seq range (a gateway that retries).
+
+Only commands that made events are journaled, so only they enter the ledger. A bus command
+that changed nothing (e.g. cancel-all with nothing open) leaves no trace: the consumer
+removes its entry from the stream before answering (service/bus.py), so it is never read
+again; sent again with the same key, it is applied again, which can only be its first
+effect.
 
 The window is a count of commands, not a time: 100,000 keys by default
 (EXCHANGE_BUS_DEDUPE_WINDOW), about 10 MB held and written with each snapshot.
@@ -55,6 +60,10 @@ class BusLedger:
         self.keys[key] = (seq_before, seq)
         if len(self.keys) > self.window:
             self.keys.popitem(last=False)
+
+    def used(self) -> bool:
+        """Whether any bus command reached the journal (else snapshots need no meta)."""
+        return bool(self.keys) or self.cursor != START
 
     def to_meta(self) -> dict[str, Any]:
         """What a snapshot keeps (JSON-able)."""

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.engine import Engine
-from service.storage.bus_ledger import START, BusLedger
+from service.storage.bus_ledger import BusLedger
 from service.storage.codec import encode_command
 from service.storage.journal import JournalWriter, fsync_dir, prune_segments, sync_file
 from service.storage.recovery import Recovered, recover
@@ -299,7 +299,7 @@ class DurableJournal:
     def _meta(self) -> dict[str, Any] | None:
         """What a snapshot keeps beside the engine: the bus ledger, once the bus was used."""
         bus = self.bus
-        return bus.to_meta() if bus is not None and (bus.keys or bus.cursor != START) else None
+        return bus.to_meta() if bus is not None and bus.used() else None
 
     def start_snapshot(self, engine: Engine, published_seq: int | None = None) -> None:
         """Take a snapshot per `snapshot_mode`: `fork` starts a background writer and returns
@@ -311,12 +311,11 @@ class DurableJournal:
                 raise RuntimeError(f"engine at seq {engine.seq}, journal at {self.last_seq}")
             directory, segment = self.data_dir, self.writer.path if self.writer else None
             published = published_seq if published_seq is not None else engine.seq
-            meta = self._meta()  # as of engine.seq: everything applied is journaled
 
-            def work() -> str:  # in the child: its engine is the one of the fork, frozen
+            def work() -> str:  # in the child: its engine (and bus ledger) are the fork's, frozen
                 if segment is not None:  # the journal reaches the snapshot's seq, in every mode
                     sync_file(segment)
-                path = write_snapshot(directory, engine, meta)
+                path = write_snapshot(directory, engine, self._meta())
                 self.prune(published)
                 return path.name
 

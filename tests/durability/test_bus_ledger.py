@@ -129,3 +129,30 @@ async def test_the_loop_applies_a_key_once_and_journals_its_origin(tmp_path: Pat
         journal.close()
     origins = [record_origin(r.payload) for r in iter_records(tmp_path)]
     assert origins == [None, ("10-0", "dep")]
+
+
+def test_the_snapshot_tool_keeps_the_ledger(tmp_path: Path) -> None:
+    """`python -m service.tools snapshot --prune` writes the newest snapshot and deletes the
+    journal behind it: the ledger must be in it, or the next start reads the bus from 0."""
+    from service.tools import main as tools
+
+    _journal_with_bus_commands(tmp_path, None)
+    assert tools(["snapshot", str(tmp_path), "--prune"]) == 0
+    rec = recover(tmp_path, Engine, repair=False)
+    assert rec.bus is not None and rec.bus.cursor == "1029-0" and len(rec.bus.keys) == 30
+
+
+async def test_a_bus_command_that_changes_nothing_stays_out_of_the_ledger(tmp_path: Path) -> None:
+    """Not journaled (no events), so not in the ledger either: the ledger says what the
+    journal holds, live as after a restart."""
+    journal = DurableJournal(tmp_path, Engine, fsync="off")
+    loop = EngineLoop(journal.recover().engine, Metrics(), journal=journal)
+    loop.bus = journal.bus
+    loop.start()
+    try:
+        await loop.submit(c.CreateAccount("k1"))
+        assert await loop.enqueue(c.CancelAllOrders(1), origin=("5-0", "noop")) == []
+        assert loop.bus is not None and loop.bus.cursor == "0-0" and loop.bus.seen("noop") is None
+    finally:
+        await loop.stop()
+        journal.close()
