@@ -24,6 +24,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import native
@@ -38,6 +39,7 @@ from service.limits import AbuseLimits, ws_connection_cap
 from service.memory_store import MemoryEventStore
 from service.metrics import Metrics
 from service.publisher import RedisPublisher
+from service.replication import AppliedLog, ReplicationKeys
 from service.scheduler import FundingScheduler
 from service.settings import Settings
 from service.storage.durable import DurableJournal
@@ -134,6 +136,7 @@ class Services:
         self.loop.published_seq = lambda: self.publisher.last_published_seq
         # the engine role: commands also arrive over the Redis command bus (service/bus.py)
         self.bus: BusConsumer | None = None
+        self.applied_log: AppliedLog | None = None
         if settings.role == "engine":
             if not settings.redis_url:
                 raise ValueError("the engine role consumes commands from Redis: set EXCHANGE_REDIS_URL")
@@ -142,6 +145,13 @@ class Services:
                 settings.redis_url, BusKeys(settings.bus_prefix), self.loop, self.formatter,
                 batch=settings.engine_batch, results_maxlen=settings.stream_maxlen,
             )
+            # replicas (service/replication.py) replay what the journal delivered
+            self.journal.recent = deque(maxlen=100_000)
+            self.applied_log = AppliedLog(
+                settings.redis_url, ReplicationKeys(settings.bus_prefix), settings.data_dir, self.journal.id,
+                self.journal.recent, head=lambda: self.loop.delivered_seq,
+            )
+            self.loop.sinks.append(self.applied_log.delivered)
         self.hub.halted = lambda: self.loop.halted
         # index prices and funding (SPEC §12); the feed was checked before start (__main__)
         self.feed_source: Feed | None = None
@@ -340,6 +350,8 @@ class Services:
             self.metrics.watch_gc()
         await self.publisher.start()
         self.loop.start()
+        if self.applied_log is not None:
+            self.applied_log.start()
         if self.bus is not None:
             self.bus.start()
             log.info("command bus: consuming %s after entry %s", self.bus.keys.commands, self.bus.ledger.cursor)
@@ -363,6 +375,8 @@ class Services:
                 self.journal.snapshot(self.engine, self.publisher.last_published_seq)
             except Exception:  # a full disk: the journal holds everything; the start replays it
                 log.exception("snapshot at shutdown failed")
+        if self.applied_log is not None:  # what was delivered (bounded by the timeout)
+            await self.applied_log.stop(timeout)
         self.journal.close()
         await self.hub.stop()
         await self.publisher.stop(timeout)

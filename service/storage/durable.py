@@ -54,6 +54,7 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,9 @@ class DurableJournal:
         self.read_ahead = read_ahead  # recovery's journal reader (read_ahead.py); None: when it pays
         self.bus_window = bus_window  # idempotency keys of bus commands kept (bus_ledger.py)
         self.bus: BusLedger | None = None  # known once recover() ran; written with each snapshot
+        # the records written lately, (seq_before, seq, ts_ns, payload), when someone ships
+        # them (the engine role's applied log, service/replication.py)
+        self.recent: deque[tuple[int, int, int, bytes]] | None = None
         self.writer: JournalWriter | None = None
         self.records = 0
         self.batches = 0
@@ -266,6 +270,8 @@ class DurableJournal:
                 self.discard_unacked(keep_in_flight=True)
                 raise
             self.records += len(out)
+            if self.recent is not None:
+                self.recent.extend(out)
             self._since_snapshot += len(out)
             self.last_seq = out[-1][1]
         self.batches += 1

@@ -75,21 +75,25 @@ def read_snapshot(path: Path) -> Engine:
 
 def read_snapshot_meta(path: Path) -> tuple[Engine, dict[str, Any]]:
     """Load and verify one snapshot: the engine and the meta written with it ({} if none)."""
-    data = path.read_bytes()
+    return parse_snapshot(path.read_bytes(), str(path))
+
+
+def parse_snapshot(data: bytes, where: str) -> tuple[Engine, dict[str, Any]]:
+    """Verify and load a snapshot file's bytes (`where` names it in errors)."""
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + HEAD.size:
-        raise SnapshotInvalid(f"{path}: not a snapshot")
+        raise SnapshotInvalid(f"{where}: not a snapshot")
     seq, crc, digest = HEAD.unpack_from(data, len(MAGIC))
     body = data[len(MAGIC) + HEAD.size :]
     if zlib.crc32(body) != crc:
-        raise SnapshotInvalid(f"{path}: checksum mismatch")
+        raise SnapshotInvalid(f"{where}: checksum mismatch")
     engine = pickle.loads(body)
     meta: dict[str, Any] = {}
     if type(engine) is tuple and len(engine) == 2 and type(engine[1]) is dict:
         engine, meta = engine
     if not isinstance(engine, Engine) or engine.seq != seq:
-        raise SnapshotInvalid(f"{path}: wrong content")
+        raise SnapshotInvalid(f"{where}: wrong content")
     if engine.state_hash().encode() != digest:
-        raise SnapshotInvalid(f"{path}: state hash differs from the recorded one")
+        raise SnapshotInvalid(f"{where}: state hash differs from the recorded one")
     return engine, meta
 
 
