@@ -13,9 +13,10 @@ copy of its state anywhere is the same engine fed the same records. The engine r
   magic, seq, crc, state hash, pickled engine), published at start and after each snapshot;
   the applied stream is then trimmed to the entries after it.
 - `<prefix>:applied-origin`: which history the two belong to: the data dir's id and an
-  epoch. The epoch changes when the published history cannot be continued (Redis lost the
-  stream, or holds entries the engine no longer has after a crash with EXCHANGE_FSYNC=off):
-  the publisher starts over from the newest snapshot and every replica re-bootstraps.
+  epoch. Each start of the engine role begins a new epoch from its newest snapshot (what
+  Redis holds may be records the data dir lost in a machine crash with EXCHANGE_FSYNC=off,
+  which no replica may keep), and so does a Redis that lost the stream; every replica then
+  re-bootstraps. Within one run, the history goes on across Redis errors.
 
 A `Replica` bootstraps from the snapshot (or an empty engine with the same config) and then
 applies the applied stream's entries in order, checking each one starts at its seq and ends
@@ -93,6 +94,7 @@ class AppliedLog:
         self.head = head
         self.batch = batch
         self.published = 0  # the last seq in the applied stream
+        self.epoch = ""  # this process's history in Redis (set at its first connection)
         self.snapshot_published = -1
         self.last_error: str | None = None
         self._wake = asyncio.Event()
@@ -115,6 +117,8 @@ class AppliedLog:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except TimeoutError:
                 self._task.cancel()
+            except Exception:  # it died (logged in `_run`): shutdown goes on
+                pass
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
@@ -129,7 +133,7 @@ class AppliedLog:
                         await self._resume(client)
                         fresh = False
                     await self._publish_snapshot(client)
-                    await self._publish(client)
+                    progressed = await self._publish(client)
                     backoff = 0.05
                 except (RedisError, OSError) as exc:
                     self._failed(exc)
@@ -142,7 +146,7 @@ class AppliedLog:
                 if self._stopping and self.published >= self.head():
                     return
                 self._wake.clear()
-                if self.published < self.head():
+                if progressed and self.published < self.head():
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.5)
@@ -165,12 +169,15 @@ class AppliedLog:
         if has_stream:
             info = await client.xinfo_stream(self.keys.applied)
             last_seq = int(info["last-generated-id"].decode().split("-")[0])
-        ours = origin is not None and origin.decode().split(":")[0] == self.data_dir_id
+        # Within one process the history goes on where Redis has it. A restarted engine starts
+        # a new epoch: what Redis holds may be records this data dir lost (a machine crash
+        # with EXCHANGE_FSYNC=off), which a replica must never keep.
+        ours = origin is not None and origin.decode() == self.epoch
         if ours and has_snapshot and last_seq <= self.head():
             self.snapshot_published = _snapshot_head_seq(head_bytes)
             self.published = max(last_seq, self.snapshot_published)
             return
-        epoch = f"{self.data_dir_id}:{time.time_ns()}"
+        self.epoch = epoch = f"{self.data_dir_id}:{time.time_ns()}"
         async with client.pipeline(transaction=True) as pipe:
             pipe.delete(self.keys.applied, self.keys.snapshot)
             pipe.set(self.keys.origin, epoch)
@@ -204,40 +211,53 @@ class AppliedLog:
         self.snapshot_published = seq
         self.published = max(self.published, seq)
 
-    async def _publish(self, client: aioredis.Redis) -> None:
+    async def _publish(self, client: aioredis.Redis) -> bool:
+        """Send the delivered records after `published`; whether any went."""
         head = self.head()
-        while self.published < head:
-            records = self._records_after(self.published, head)
-            if not records:
-                return
+        records = self._recent_after(self.published, head)
+        if records is None:  # older than `recent` holds: read the journal files once, aside
+            after = self.published
+            records = await asyncio.to_thread(_journal_after, self.data_dir, after, head)
+        if not records:
+            return False
+        for i in range(0, len(records), self.batch):
+            chunk = records[i : i + self.batch]
             async with client.pipeline(transaction=False) as pipe:
-                for seq_before, seq, _ts, payload in records:
+                for seq_before, seq, _ts, payload in chunk:
                     pipe.xadd(self.keys.applied, {"sb": seq_before, "cmd": payload}, id=f"{seq}-0")
                 await pipe.execute()
-            self.published = records[-1][1]
+            self.published = chunk[-1][1]
+        return True
 
-    def _records_after(self, after: int, head: int) -> list[tuple[int, int, int, bytes]]:
+    def _recent_after(self, after: int, head: int) -> list[tuple[int, int, int, bytes]] | None:
+        """The held records in (after, head], scanning from the newest (None: `recent` does
+        not reach back to `after`)."""
         recent = self.recent
+        if not recent or recent[-1][1] <= after:
+            return []
         out: list[tuple[int, int, int, bytes]] = []
-        if recent and recent[0][0] <= after:
-            for rec in recent:
-                if rec[1] <= after:
-                    continue
-                if rec[1] > head or len(out) >= self.batch:
-                    break
-                out.append(rec)
-            return out
-        for r in iter_records(self.data_dir, after):  # older than what is held: the files
-            if r.seq > head or len(out) >= self.batch:
-                break
-            out.append((r.seq_before, r.seq, r.ts_ns, r.payload))
-        return out
+        for rec in reversed(recent):
+            if rec[1] <= after:
+                out.reverse()
+                return [r for r in out if r[1] <= head]
+            out.append(rec)
+        return None if recent[0][0] > after else [r for r in reversed(out) if r[1] <= head]
 
     def _failed(self, exc: BaseException) -> None:
         text = f"{type(exc).__name__}: {exc}"
         if text != self.last_error:
             log.warning("applied log: %s", text)
         self.last_error = text
+
+
+def _journal_after(directory: Path, after: int, head: int) -> list[tuple[int, int, int, bytes]]:
+    """Records in (after, head] read back from the journal files (one pass, off the loop)."""
+    out = []
+    for r in iter_records(directory, after):
+        if r.seq > head:
+            break
+        out.append((r.seq_before, r.seq, r.ts_ns, r.payload))
+    return out
 
 
 # -- a replica --------------------------------------------------------------------------------
