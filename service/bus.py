@@ -242,6 +242,11 @@ class BusConsumer:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="bus-consumer")
 
+    @property
+    def alive(self) -> bool:
+        """Whether it is consuming (false once its task ended, e.g. on a fault: /readyz)."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         self._stopping = True
         if self._task is not None:

@@ -108,6 +108,11 @@ class AppliedLog:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="applied-log")
 
+    @property
+    def alive(self) -> bool:
+        """Whether it is publishing (false once its task ended, e.g. on a fault: /readyz)."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self, timeout: float = 5.0) -> None:
         """Publish what is delivered (bounded by `timeout`), then end."""
         self._stopping = True

@@ -385,7 +385,8 @@ class Services:
 
     async def ready(self) -> Readiness:
         """Readiness: trading works and publication can go on. Not ready when the engine loop
-        stopped, the journal cannot be made durable, Redis is ahead of the engine (its
+        stopped, the journal cannot be made durable, the engine role's bus consumer or applied
+        log publisher stopped (a fault, logged), Redis is ahead of the engine (its
         streams hold another run's history), or the publisher is stuck (it makes no progress
         although Redis answers: `RedisPublisher.stuck`). A Redis that is only unreachable keeps
         the service ready (trading never waits for Redis); `redis` and the backlog say so."""
@@ -410,6 +411,10 @@ class Services:
             ok, message = False, self.loop.halt_reason or "engine loop not running"
         elif self.journal.failure is not None:  # the next command will halt the engine
             ok, message = False, f"journal cannot be made durable: {self.journal.failure}"
+        elif self.bus is not None and not self.bus.alive:
+            ok, message = False, f"the command bus consumer stopped (see the log): commands on {self.bus.keys.commands} wait"
+        elif self.applied_log is not None and not self.applied_log.alive:
+            ok, message = False, "the applied log publisher stopped (see the log): replicas fall behind"
         elif p.conflict is not None:
             ok, message = False, p.conflict
         elif stuck is not None:

@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -76,7 +77,7 @@ def journal_keys(svc: ServiceProcess) -> list[str]:
     return keys
 
 
-_DB = iter(range(10, 15))
+_DB = iter(range(10, 14))
 
 
 @pytest.fixture()
@@ -268,3 +269,27 @@ async def test_a_full_bus_refuses_new_commands(redis_srv: RedisServer) -> None:
         assert await client.xlen(keys.commands) == 3
     finally:
         await client.aclose()
+
+
+async def test_readiness_fails_when_the_bus_consumer_or_the_applied_log_stops(
+    tmp_path: Path, redis_srv: RedisServer
+) -> None:
+    """In process: an engine-role service whose consumer task, then publisher task, ended
+    (a fault) is not ready, and says which."""
+    from service.runtime import Services
+    from service.settings import Settings
+
+    services = Services(Settings(data_dir=tmp_path, redis_url=redis_srv.fresh_db(14), admin_token="a" * 32, role="engine"))
+    await services.start()
+    try:
+        assert (await services.ready()).ok
+        assert services.bus is not None and services.applied_log is not None
+        await services.bus.stop()
+        ready = await services.ready()
+        assert not ready.ok and "command bus consumer stopped" in ready.message
+        services.bus = None
+        await services.applied_log.stop()
+        ready = await services.ready()
+        assert not ready.ok and "applied log publisher stopped" in ready.message
+    finally:
+        await services.stop()
