@@ -83,6 +83,10 @@ class BusKeys:
     def reply(self, name: str) -> str:
         return self.results + name
 
+    def is_reply(self, stream: str) -> bool:
+        """Whether `stream` is a reply stream of this bus (`<prefix>:results:<name>`)."""
+        return stream.startswith(self.results) and len(stream) > len(self.results)
+
 
 class BusEntryInvalid(ValueError):
     """A bus entry that is not a command the engine may see."""
@@ -141,7 +145,7 @@ def parse_entry(fields: dict[bytes, bytes], keys: BusKeys) -> tuple[str, Any, st
     if key is None:
         raise BusEntryInvalid("key: missing")
     reply = _text(fields, b"reply", REPLY_MAX)
-    if reply is not None and not (reply.startswith(keys.results) and len(reply) > len(keys.results)):
+    if reply is not None and not keys.is_reply(reply):
         raise BusEntryInvalid(f"reply: must be a stream {keys.results}<name>")
     return key, parse_command(fields.get(b"cmd")), reply
 
@@ -339,10 +343,15 @@ class BusConsumer:
             self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
-        text = f"{type(exc).__name__}: {exc}"
-        if text != self.last_error:
-            log.warning("command bus: %s", text)
-        self.last_error = text
+        self.last_error = warn_changed(log, "command bus", self.last_error, exc)
+
+
+def warn_changed(logger: logging.Logger, what: str, last: str | None, exc: BaseException, then: str = "") -> str:
+    """Log a retried failure once while it stays the same; returns its text (the new `last`)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if text != last:
+        logger.warning("%s: %s%s", what, text, then)
+    return text
 
 
 def _after(entry_id: str) -> str:
@@ -358,7 +367,7 @@ def _invalid(fields: dict[bytes, bytes], keys: BusKeys, why: str) -> tuple[str |
         key = _text(fields, b"key", KEY_MAX)
     except BusEntryInvalid:
         return None, None, None
-    if key is None or reply is None or not (reply.startswith(keys.results) and len(reply) > len(keys.results)):
+    if key is None or reply is None or not keys.is_reply(reply):
         return None, None, None
     return reply, key, {"status": "invalid", "error": why}
 

@@ -242,7 +242,6 @@ class EngineLoop:
                     continue
             if stamp:
                 command = replace(command, ts_ns=time_ns())
-            seq_before = engine.seq
             try:
                 events = engine.apply(command)
             except Exception as exc:  # broken invariant or bug: stop, never limp on
@@ -254,7 +253,7 @@ class EngineLoop:
             else:
                 records.append((command, events, origin))
                 if bus is not None and events:  # journaled: the ledger says so (bus_ledger.py)
-                    bus.applied(origin[0], origin[1], seq_before, engine.seq)
+                    bus.applied(origin[0], origin[1], events[0].seq - 1, events[-1].seq)
             all_events.extend(events)
             rejected = bool(events) and isinstance(events[0], REJECTION_TYPES)
             metrics.command(type(command).__name__, events[0].reason if rejected else "ok")

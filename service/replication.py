@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -44,20 +43,21 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from engine.engine import Engine
+from service.bus import warn_changed
 from service.storage.codec import decode_command
 from service.storage.journal import iter_records
-from service.storage.snapshot import MAGIC, parse_snapshot, snapshot_seq, snapshots
+from service.storage.snapshot import HEAD, MAGIC, parse_snapshot, snapshot_seq, snapshots
 
 log = logging.getLogger("service.replication")
 
-SNAPSHOT_SEQ_END = len(MAGIC) + 8  # a snapshot file's magic, then its u64 seq
+SNAPSHOT_HEAD_END = len(MAGIC) + HEAD.size  # a snapshot file's magic and header (seq first)
 
 
 def _snapshot_head_seq(head: bytes) -> int:
     """The seq of a published snapshot from its first bytes (0: none, an empty engine)."""
-    if len(head) < SNAPSHOT_SEQ_END:
+    if len(head) < SNAPSHOT_HEAD_END:
         return 0
-    return int(struct.unpack_from("<Q", head, len(MAGIC))[0])
+    return int(HEAD.unpack_from(head, len(MAGIC))[0])
 
 
 class ReplicationKeys:
@@ -167,7 +167,7 @@ class AppliedLog:
         async with client.pipeline(transaction=False) as pipe:
             pipe.get(self.keys.origin)
             pipe.exists(self.keys.applied)
-            pipe.getrange(self.keys.snapshot, 0, SNAPSHOT_SEQ_END - 1)
+            pipe.getrange(self.keys.snapshot, 0, SNAPSHOT_HEAD_END - 1)
             pipe.exists(self.keys.snapshot)
             origin, has_stream, head_bytes, has_snapshot = await pipe.execute()
         last_seq = 0
@@ -249,10 +249,7 @@ class AppliedLog:
         return None if recent[0][0] > after else [r for r in reversed(out) if r[1] <= head]
 
     def _failed(self, exc: BaseException) -> None:
-        text = f"{type(exc).__name__}: {exc}"
-        if text != self.last_error:
-            log.warning("applied log: %s", text)
-        self.last_error = text
+        self.last_error = warn_changed(log, "applied log", self.last_error, exc)
 
 
 def _journal_after(directory: Path, after: int, head: int) -> list[tuple[int, int, int, bytes]]:
@@ -318,8 +315,6 @@ class Replica:
         engine = self.engine
         assert engine is not None
         seq = int(entry_id.split(b"-")[0])
-        if seq <= engine.seq:
-            return []  # already in the snapshot this replica started from
         if int(fields[b"sb"]) != engine.seq:
             raise ReplicaDiverged(f"entry {seq} starts at seq {int(fields[b'sb'])}, the replica is at {engine.seq}")
         events = engine.apply(decode_command(fields[b"cmd"]))
@@ -341,10 +336,8 @@ class Replica:
                     if self.stopped:
                         return
                     diverged = isinstance(exc, ReplicaDiverged)  # Redis errors: follow on from here
-                    text = f"{type(exc).__name__}: {exc}"
-                    if text != self.last_error:
-                        log.warning("replica: %s; %s", text, "starting over" if diverged else "retrying")
-                    self.last_error = text
+                    then = "; starting over" if diverged else "; retrying"
+                    self.last_error = warn_changed(log, "replica", self.last_error, exc, then)
                     if diverged:
                         self.engine = None
                     await asyncio.sleep(backoff)
